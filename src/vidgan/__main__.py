@@ -1,0 +1,3 @@
+from vidgan.cli import app
+
+app(prog_name="vidgan")

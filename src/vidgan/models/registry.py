@@ -1,0 +1,42 @@
+"""Model registry: name -> builder(ModelConfig) -> (generator, discriminator).
+
+Every generator maps noise `z` of shape (B, z_dim) to videos (B, C, T, H, W) in [-1, 1] and
+has `z_dim`; every discriminator maps such videos to logits of shape (B,). The trainer,
+sampling and metrics rely on nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+from vidgan.config import ModelConfig
+
+Builder = Callable[[ModelConfig], "tuple[nn.Module, nn.Module]"]
+_MODELS: dict[str, Builder] = {}
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    def wrap(builder: Builder) -> Builder:
+        _MODELS[name] = builder
+        return builder
+
+    return wrap
+
+
+def model_names() -> list[str]:
+    _import_builtin_models()
+    return sorted(_MODELS)
+
+
+def build_model(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
+    _import_builtin_models()
+    if cfg.name not in _MODELS:
+        raise ValueError(f"unknown model {cfg.name!r}; available: {', '.join(sorted(_MODELS))}")
+    return _MODELS[cfg.name](cfg)
+
+
+def _import_builtin_models() -> None:
+    # Imported for their @register side effect; kept lazy so `import vidgan` stays light.
+    from vidgan.models import videogan  # noqa: F401

@@ -1,0 +1,303 @@
+"""The Trainer: one readable GAN loop (D step, G step, EMA), with DDP, logging and checkpoints.
+
+Launch on one process with `vidgan train`, or on several with
+`torchrun --nproc_per_node N -m vidgan train ...`: the global batch is split across ranks,
+batch statistics are synchronised (models.layers.BatchNorm), and only rank 0 writes files.
+Every source of randomness is either derived from (seed, step) or saved in the checkpoint,
+so a resumed run continues the exact run it came from.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from vidgan.config import RunConfig
+from vidgan.data.clips import ClipDataset
+from vidgan.data.video_io import to_model, to_uint8, write_grid
+from vidgan.models.registry import build_model
+from vidgan.training import checkpoint as ckpt
+from vidgan.training.losses import get_loss
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class RunDirError(RuntimeError):
+    pass
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    stopped: str  # "steps" | "time_budget" | "interrupted"
+    loss_d: float
+    loss_g: float
+    clips_per_s: float
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    if name and name != "auto":
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def setup_distributed(device: str | None = None) -> DistInfo:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = pick_device(device)
+    if world == 1:
+        return DistInfo(0, 1, dev)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), dev)
+
+
+class BatchOrder:
+    """Global batch indices as a pure function of (seed, step): a fresh permutation every epoch.
+
+    Resuming needs no loader state, and every world size sees the same global batches.
+    """
+
+    def __init__(self, num_clips: int, batch_size: int, seed: int):
+        self.n, self.batch, self.seed = num_clips, batch_size, seed
+        self._cache: dict[int, np.ndarray] = {}
+
+    def _epoch(self, e: int) -> np.ndarray:
+        if e not in self._cache:
+            self._cache = {e: np.random.default_rng([self.seed, e]).permutation(self.n)}
+        return self._cache[e]
+
+    def indices(self, step: int) -> np.ndarray:
+        start = step * self.batch
+        out = []
+        while len(out) < self.batch:
+            e, offset = divmod(start + len(out), self.n)
+            out.extend(self._epoch(e)[offset : offset + self.batch - len(out)])
+        return np.asarray(out)
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
+    for p_ema, p in zip(ema.parameters(), model.parameters()):
+        p_ema.lerp_(p, 1.0 - beta)
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)
+
+
+def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from (or None for a fresh run); refuses to overwrite another run."""
+    saved = run_dir / "config.json"
+    if not resume:
+        if saved.exists():
+            raise RunDirError(f"{run_dir}: already holds a run; pass --resume to continue it, or choose another --out")
+        return None
+    if not saved.exists():
+        raise RunDirError(f"{run_dir}: no run to resume (no config.json); start it without --resume")
+    old = RunConfig.load(saved)
+    if old.model != cfg.model or old.loss != cfg.loss:
+        raise RunDirError(f"{run_dir}: the model/loss settings differ from the saved run's config.json; resume with the saved config")
+    return ckpt.latest_checkpoint(run_dir)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from: they belong to a lost future."""
+    if path.exists():
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in lines))
+
+
+def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str | None = None, progress: bool = True, log=print) -> TrainResult:
+    info = setup_distributed(device)
+    run_dir = Path(run_dir)
+    tc = cfg.train
+    if tc.batch_size % info.world:
+        raise ValueError(f"batch_size {tc.batch_size} must be divisible by the number of processes ({info.world})")
+    local_batch = tc.batch_size // info.world
+
+    data = ClipDataset(cfg.data)
+    cfg = cfg.model_copy(deep=True)
+    cfg.model.frames, cfg.model.resolution = data.frames, data.size
+    cfg.model.channels, cfg.model.num_classes = data.channels, data.num_classes
+    cfg.model.fps = float(data.fps or 8.0)
+    resume_from = _prepare_run_dir(cfg, run_dir, resume)
+
+    torch.manual_seed(tc.seed)  # identical initial weights on every rank
+    G, D = build_model(cfg.model)
+    G.to(info.device)
+    D.to(info.device)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    opt_g = torch.optim.Adam(G.parameters(), lr=tc.lr_g, betas=tc.betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_d, betas=tc.betas)
+    d_loss_fn, g_loss_fn = get_loss(cfg.loss.name)
+    noise = torch.Generator().manual_seed(tc.seed + 1)  # same stream on every rank; each takes its slice
+    fixed_z = torch.randn(tc.num_samples, G.z_dim, generator=torch.Generator().manual_seed(tc.seed + 2))
+
+    step, elapsed_before = 0, 0.0
+    if resume_from is not None:
+        G.load_state_dict(ckpt.load_weights(resume_from, "generator"))
+        G_ema.load_state_dict(ckpt.load_weights(resume_from, "generator_ema"))
+        D.load_state_dict(ckpt.load_weights(resume_from, "discriminator"))
+        state, tensors = ckpt.load_state(resume_from)
+        ckpt.optimizer_from_flat(opt_g, "opt_g", tensors, state["opt_g"])
+        ckpt.optimizer_from_flat(opt_d, "opt_d", tensors, state["opt_d"])
+        noise.set_state(tensors["rng.noise"])
+        torch.set_rng_state(tensors["rng.torch"])
+        step, elapsed_before = state["step"], state["elapsed"]
+        log(f"resuming {run_dir} from step {step}")
+    elif resume:
+        log(f"{run_dir}: no checkpoint yet; starting from step 0")
+
+    G_train = DDP(G) if info.world > 1 else G
+    D_train = DDP(D) if info.world > 1 else D
+    order = BatchOrder(len(data), tc.batch_size, tc.seed)
+    writer = None
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(run_dir / "config.json")
+        _truncate_log(run_dir / "log.jsonl", step)
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=step)
+
+    def save(at_step: int) -> None:
+        if not info.is_main:
+            return
+        g_t, g_meta = ckpt.optimizer_to_flat(opt_g, "opt_g")
+        d_t, d_meta = ckpt.optimizer_to_flat(opt_d, "opt_d")
+        tensors = {**g_t, **d_t, "rng.noise": noise.get_state(), "rng.torch": torch.get_rng_state()}
+        ckpt.save_checkpoint(
+            run_dir,
+            at_step,
+            {"generator": G.state_dict(), "generator_ema": G_ema.state_dict(), "discriminator": D.state_dict()},
+            tensors,
+            {"elapsed": elapsed_before + time.monotonic() - t_start, "opt_g": g_meta, "opt_d": d_meta, "world_size": info.world},
+            keep=tc.keep_checkpoints,
+        )
+
+    def write_samples(at_step: int) -> None:
+        if info.is_main:
+            with torch.no_grad():
+                clips = to_uint8(G_ema(fixed_z.to(info.device)).float().cpu())
+            write_grid(run_dir / "samples" / f"step_{at_step:09d}.gif", clips, fps=cfg.model.fps)
+
+    interrupted = {"flag": False}
+
+    def on_sigint(signum, frame):  # first Ctrl-C: finish the step and checkpoint; second: abort
+        if interrupted["flag"]:
+            raise KeyboardInterrupt
+        interrupted["flag"] = True
+
+    old_handler = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
+    bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", disable=not (progress and info.is_main), dynamic_ncols=True)
+    t_start = time.monotonic()
+    t_log, clips_seen, clips_per_s = time.monotonic(), 0, 0.0
+    stopped, stats = "steps", torch.zeros(5)
+    lo, hi = info.rank * local_batch, (info.rank + 1) * local_batch
+    try:
+        while step < tc.steps:
+            idx = order.indices(step)[lo:hi]
+            real = to_model(data.get_batch(idx)[0]).to(info.device)
+            z_d = torch.randn(tc.batch_size, G.z_dim, generator=noise)[lo:hi].to(info.device)
+            z_g = torch.randn(tc.batch_size, G.z_dim, generator=noise)[lo:hi].to(info.device)
+
+            # Discriminator step: real and fake in one forward pass (D has no batch statistics).
+            with torch.no_grad():
+                fake = G(z_d)
+            logits = D_train(torch.cat([real, fake]))
+            real_logits, fake_logits = logits[: len(real)], logits[len(real) :]
+            loss_d = d_loss_fn(real_logits, fake_logits)
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+
+            # Generator step: D's weights are frozen and used unwrapped (no DDP sync for D here).
+            D.requires_grad_(False)
+            loss_g = g_loss_fn(D(G_train(z_g)))
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            D.requires_grad_(True)
+            ema_update(G_ema, G, min(tc.ema_beta, (1 + step) / (10 + step)))
+            step += 1
+
+            over_budget = tc.time_budget is not None and time.monotonic() - t_start > tc.time_budget
+            stats = torch.stack([loss_d.detach(), loss_g.detach(), torch.sigmoid(real_logits).mean().detach(), torch.sigmoid(fake_logits).mean().detach(), torch.tensor(float(over_budget or interrupted["flag"]))]).float().cpu()
+            if info.world > 1:
+                dist.all_reduce(stats)
+                stats[:4] /= info.world
+            if not torch.isfinite(stats[:2]).all():
+                last = ckpt.latest_checkpoint(run_dir)
+                raise NonFiniteLossError(
+                    f"step {step}: non-finite loss (D {stats[0]:.4g}, G {stats[1]:.4g}); training stopped. "
+                    f"Last good checkpoint: {last or 'none'}. Lower the learning rate or turn on spectral_norm."
+                )
+            clips_seen += tc.batch_size
+            bar.update(1)
+            if step % tc.log_every == 0 or step == tc.steps:
+                now = time.monotonic()
+                clips_per_s = clips_seen / max(now - t_log, 1e-9)
+                t_log, clips_seen = now, 0
+                record = {"step": step, "loss_d": stats[0].item(), "loss_g": stats[1].item(), "d_real": stats[2].item(), "d_fake": stats[3].item(), "clips_per_s": clips_per_s}
+                bar.set_postfix(d=f"{record['loss_d']:.3f}", g=f"{record['loss_g']:.3f}", clips_s=f"{clips_per_s:.1f}")
+                if info.is_main:
+                    with open(run_dir / "log.jsonl", "a") as fh:
+                        fh.write(json.dumps(record) + "\n")
+                    for key in ("loss_d", "loss_g", "d_real", "d_fake", "clips_per_s"):
+                        writer.add_scalar(f"train/{key}", record[key], step)
+            if step % tc.sample_every == 0:
+                write_samples(step)
+            if stats[4] > 0:
+                stopped = "interrupted" if interrupted["flag"] else "time_budget"
+                break
+            if step % tc.checkpoint_every == 0:
+                save(step)
+        if ckpt.latest_checkpoint(run_dir) != ckpt.checkpoint_dir(run_dir, step) or stopped != "steps":
+            save(step)
+        if step % tc.sample_every:
+            write_samples(step)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
+    if info.world > 1:
+        dist.barrier()
+    if info.is_main and stopped != "steps":
+        log(f"stopped at step {step} ({stopped.replace('_', ' ')}); checkpoint saved, continue with --resume")
+    return TrainResult(run_dir, step, stopped, stats[0].item(), stats[1].item(), clips_per_s)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

@@ -1,0 +1,126 @@
+"""The trainer learns, resumes the same run after a stop or a kill, and refuses NaN losses."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import read_log, tiny_config
+from vidgan.data.clips import ClipDataset
+from vidgan.pipeline import VideoPipeline
+from vidgan.training import checkpoint as ckpt
+from vidgan.training import losses
+from vidgan.training.loop import BatchOrder, NonFiniteLossError, RunDirError, train
+
+
+def pixel_statistics_distance(fake: np.ndarray, real: np.ndarray) -> float:
+    """L1 distance between intensity histograms plus the gap in mean frame-to-frame change."""
+    bins = np.linspace(0, 256, 9)
+    h_f = np.histogram(fake, bins)[0] / fake.size
+    h_r = np.histogram(real, bins)[0] / real.size
+    motion = lambda v: np.abs(np.diff(v.astype(np.float32), axis=1)).mean() / 255  # noqa: E731
+    return float(np.abs(h_f - h_r).sum() + abs(motion(fake) - motion(real)))
+
+
+def _distance_after(run, real, steps, data, **overrides):
+    train(tiny_config(data, **{"train.steps": steps, **overrides}), run, progress=False, log=lambda s: None)
+    return pixel_statistics_distance(VideoPipeline.from_pretrained(run)(n=32, seed=1), real)
+
+
+def test_tiny_videogan_moves_toward_the_data(mnist_data, tmp_path):
+    real = ClipDataset(mnist_data).get_batch(range(32))[0].numpy()
+    before = _distance_after(tmp_path / "r0", real, 1, mnist_data)
+    after = _distance_after(tmp_path / "r1", real, 150, mnist_data)
+    frozen = _distance_after(tmp_path / "r2", real, 150, mnist_data, **{"train.lr_g": 0.0})
+    assert after < 0.5 * before, (before, after)
+    assert frozen > 2 * after, (frozen, after)  # the metric sees whether G trained at all
+
+
+def test_resume_continues_the_same_run(mnist_data, tmp_path):
+    full = tmp_path / "full"
+    train(tiny_config(mnist_data, **{"train.steps": 12, "train.checkpoint_every": 6}), full, progress=False, log=lambda s: None)
+    part = tmp_path / "part"
+    train(tiny_config(mnist_data, **{"train.steps": 6}), part, progress=False, log=lambda s: None)
+    result = train(tiny_config(mnist_data, **{"train.steps": 12}), part, resume=True, progress=False, log=lambda s: None)
+    assert result.step == 12
+    a, b = read_log(full), read_log(part)
+    assert [r["step"] for r in b] == list(range(1, 13))
+    for ra, rb in zip(a, b):
+        assert ra["loss_d"] == pytest.approx(rb["loss_d"], abs=1e-5)
+        assert ra["loss_g"] == pytest.approx(rb["loss_g"], abs=1e-5)
+    wa = ckpt.load_weights(ckpt.latest_checkpoint(full), "generator_ema")
+    wb = ckpt.load_weights(ckpt.latest_checkpoint(part), "generator_ema")
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+
+
+def test_run_dir_is_not_overwritten_and_resume_needs_a_run(mnist_data, tmp_path):
+    train(tiny_config(mnist_data, **{"train.steps": 2}), tmp_path / "r", progress=False, log=lambda s: None)
+    with pytest.raises(RunDirError, match="--resume"):
+        train(tiny_config(mnist_data, **{"train.steps": 2}), tmp_path / "r", progress=False)
+    with pytest.raises(RunDirError, match="no run to resume"):
+        train(tiny_config(mnist_data), tmp_path / "empty", resume=True, progress=False)
+    with pytest.raises(RunDirError, match="differ"):
+        train(tiny_config(mnist_data, **{"model.z_dim": 7}), tmp_path / "r", resume=True, progress=False)
+
+
+def test_resume_after_sigkill(mnist_data, tmp_path):
+    """Kill -9 a training process at an arbitrary moment; the resumed run matches an uninterrupted one."""
+    cfg = tiny_config(mnist_data, **{"train.steps": 100000, "train.checkpoint_every": 3})
+    cfg_path = tmp_path / "cfg.json"
+    cfg.save(cfg_path)
+    cfg_path.rename(tmp_path / "cfg.yaml")  # JSON is valid YAML
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "vidgan", "train", str(mnist_data), "--config", str(tmp_path / "cfg.yaml"), "--out", str(run), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(ckpt.list_checkpoints(run)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.37)  # land somewhere inside a step or a checkpoint write
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    last = ckpt.latest_checkpoint(run)
+    assert last is not None
+    resumed_from = json.loads((last / "state.json").read_text())["step"]
+    target = resumed_from + 4
+    subprocess.run(cmd[:-1] + ["--resume", "--steps", str(target), "--no-progress"], check=True, capture_output=True)
+    log = read_log(run)
+    assert [r["step"] for r in log] == list(range(1, target + 1))
+    ref = tmp_path / "ref"
+    train(tiny_config(mnist_data, **{"train.steps": target}), ref, progress=False, log=lambda s: None)
+    for ra, rb in zip(read_log(ref)[resumed_from:], log[resumed_from:]):
+        assert ra["loss_d"] == pytest.approx(rb["loss_d"], abs=1e-4)
+
+
+def test_nonfinite_loss_is_reported_with_the_step(mnist_data, tmp_path, monkeypatch):
+    calls = {"n": 0}
+
+    def exploding_d_loss(real, fake):
+        calls["n"] += 1
+        loss = losses.d_loss_nonsat(real, fake)
+        return loss * float("nan") if calls["n"] >= 4 else loss
+
+    monkeypatch.setitem(losses.LOSSES, "explode", (exploding_d_loss, losses.g_loss_nonsat))
+    cfg = tiny_config(mnist_data, **{"train.steps": 10, "train.checkpoint_every": 2, "loss.name": "explode"})
+    with pytest.raises(NonFiniteLossError, match=r"step 4: non-finite loss .*step_000000002"):
+        train(cfg, tmp_path / "nan", progress=False, log=lambda s: None)
+
+
+def test_time_budget_stops_with_a_checkpoint(mnist_data, tmp_path):
+    result = train(tiny_config(mnist_data, **{"train.steps": 10**6, "train.time_budget": 1.0}), tmp_path / "b", progress=False, log=lambda s: None)
+    assert result.stopped == "time_budget" and 0 < result.step < 10**6
+    assert ckpt.latest_checkpoint(tmp_path / "b").name == f"step_{result.step:09d}"
+    assert (tmp_path / "b" / "samples" / f"step_{result.step:09d}.gif").is_file()
+
+
+def test_batch_order_is_a_function_of_seed_and_step():
+    order = BatchOrder(10, 4, seed=3)
+    seen = np.concatenate([order.indices(s) for s in range(5)])  # 20 indices = 2 epochs
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:]) == list(range(10))
+    assert np.array_equal(BatchOrder(10, 4, seed=3).indices(4), order.indices(4))
+    assert not np.array_equal(BatchOrder(10, 4, seed=4).indices(0), order.indices(0))
