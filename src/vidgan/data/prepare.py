@@ -64,8 +64,9 @@ def _atomic_write_json(path: Path, obj) -> None:
 class ShardWriter:
     """Buffers clips and commits them as whole shards, keeping index.json in step."""
 
-    def __init__(self, out: Path, index: dict, shard_bytes: int = SHARD_BYTES):
+    def __init__(self, out: Path, index: dict, shard_bytes: int | None = None):
         self.out, self.index = out, index
+        shard_bytes = shard_bytes or SHARD_BYTES
         clip_bytes = index["frames"] * index["size"] ** 2 * index["channels"]
         self.shard_clips = max(1, shard_bytes // clip_bytes)
         self.buffer: list[np.ndarray] = []
@@ -232,7 +233,7 @@ def _prepare_files(sources: list[Path], src: Path, out: Path, settings: PrepareS
                 writer.add(clip, {"source": rel, "start": start, "fps": settings.fps, "label": classes.index(label) if label else -1})
                 reached = start + settings.frames
         except VideoError as err:
-            problem = str(err)
+            problem = str(err).removeprefix(f"{path}: ")  # the entry names the file already
         kept = len(writer.buffer) - n_before
         if problem is not None:
             entry = {"path": rel, "reason": problem} | ({"kept_clips": kept} if kept else {})
@@ -242,7 +243,8 @@ def _prepare_files(sources: list[Path], src: Path, out: Path, settings: PrepareS
             entry = None
         if entry is not None:
             skipped.append(entry)
-            bar.write(f"skipped {rel}: {entry['reason']}" + (f" (kept {kept} clips read before the error)" if kept else ""))
+            with tqdm.external_write_mode():
+                log(f"skipped {rel}: {entry['reason']}" + (f" (kept {kept} clips read before the error)" if kept else ""))
         pending.append(rel)
         index["skipped_so_far"] = skipped
         if writer.full:
