@@ -113,6 +113,32 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> Non
         b_ema.copy_(b)
 
 
+def gan_step(G, D, G_train, D_train, opt_g, opt_d, loss_fns, real, z_d, z_g):
+    """One discriminator update then one generator update; returns the losses and D's logits.
+
+    G_train / D_train are the DDP-wrapped modules (or G / D themselves on one process).
+    """
+    d_loss_fn, g_loss_fn = loss_fns
+    # Discriminator step: real and fake in one forward pass (D has no batch statistics).
+    with torch.no_grad():
+        fake = G(z_d)
+    logits = D_train(torch.cat([real, fake]))
+    real_logits, fake_logits = logits[: len(real)], logits[len(real) :]
+    loss_d = d_loss_fn(real_logits, fake_logits)
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+
+    # Generator step: D's weights are frozen and used unwrapped (no DDP sync for D here).
+    D.requires_grad_(False)
+    loss_g = g_loss_fn(D(G_train(z_g)))
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    D.requires_grad_(True)
+    return loss_d.detach(), loss_g.detach(), real_logits.detach(), fake_logits.detach()
+
+
 def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> Path | None:
     """The checkpoint to resume from (or None for a fresh run); refuses to overwrite another run."""
     saved = run_dir / "config.json"
@@ -229,28 +255,12 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
             z_d = torch.randn(tc.batch_size, G.z_dim, generator=noise)[lo:hi].to(info.device)
             z_g = torch.randn(tc.batch_size, G.z_dim, generator=noise)[lo:hi].to(info.device)
 
-            # Discriminator step: real and fake in one forward pass (D has no batch statistics).
-            with torch.no_grad():
-                fake = G(z_d)
-            logits = D_train(torch.cat([real, fake]))
-            real_logits, fake_logits = logits[: len(real)], logits[len(real) :]
-            loss_d = d_loss_fn(real_logits, fake_logits)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-
-            # Generator step: D's weights are frozen and used unwrapped (no DDP sync for D here).
-            D.requires_grad_(False)
-            loss_g = g_loss_fn(D(G_train(z_g)))
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            D.requires_grad_(True)
+            loss_d, loss_g, real_logits, fake_logits = gan_step(G, D, G_train, D_train, opt_g, opt_d, (d_loss_fn, g_loss_fn), real, z_d, z_g)
             ema_update(G_ema, G, min(tc.ema_beta, (1 + step) / (10 + step)))
             step += 1
 
             over_budget = tc.time_budget is not None and time.monotonic() - t_start > tc.time_budget
-            stats = torch.stack([loss_d.detach(), loss_g.detach(), torch.sigmoid(real_logits).mean().detach(), torch.sigmoid(fake_logits).mean().detach(), torch.tensor(float(over_budget or interrupted["flag"]))]).float().cpu()
+            stats = torch.stack([loss_d, loss_g, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean(), torch.tensor(float(over_budget or interrupted["flag"]))]).float().cpu()
             if info.world > 1:
                 dist.all_reduce(stats)
                 stats[:4] /= info.world
