@@ -48,6 +48,9 @@ def prepare(
         run_prepare(src, out, PrepareSettings(size=size, frames=frames, fps=fps, stride=stride), n=n, seed=seed, digits=digits, force=force, progress=progress)
     except _known_errors() as err:
         _fail(err)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: the finished shards in {out} are kept; run the same command again to continue", err=True)
+        raise typer.Exit(130)
 
 
 @app.command()

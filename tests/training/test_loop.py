@@ -124,3 +124,21 @@ def test_batch_order_is_a_function_of_seed_and_step():
     assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:]) == list(range(10))
     assert np.array_equal(BatchOrder(10, 4, seed=3).indices(4), order.indices(4))
     assert not np.array_equal(BatchOrder(10, 4, seed=4).indices(0), order.indices(0))
+
+
+def test_ctrl_c_checkpoints_and_stops_cleanly(mnist_data, tmp_path):
+    cfg = tiny_config(mnist_data, **{"train.steps": 100000, "train.checkpoint_every": 2})
+    cfg.save(tmp_path / "cfg.yaml")
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "vidgan", "train", str(mnist_data), "--config", str(tmp_path / "cfg.yaml"), "--out", str(run), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while ckpt.latest_checkpoint(run) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, output
+    assert "interrupted" in output and "--resume" in output
+    steps = [r["step"] for r in read_log(run)]
+    assert ckpt.latest_checkpoint(run).name == f"step_{steps[-1]:09d}"  # the last finished step was saved
