@@ -114,7 +114,7 @@ def generate(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("vidgan-demo"), help="folder for the dataset, run and samples"),
-    budget: float = typer.Option(600.0, help="training time in seconds"),
+    budget: float = typer.Option(600.0, help="seconds for the whole demo (most of it training)"),
     clips: int = typer.Option(4000, help="Moving MNIST clips to prepare"),
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:

@@ -27,9 +27,11 @@ def run_demo(out: str | Path = "vidgan-demo", budget: float = 600.0, clips: int 
     data_dir, run_dir, samples_dir = out / "data", out / "run", out / "samples"
     log(f"[1/3] preparing builtin:moving-mnist ({clips} clips of {frames}x{size}x{size}) in {data_dir}")
     prepare("builtin:moving-mnist", data_dir, PrepareSettings(size=size, frames=frames), n=clips, seed=0, progress=progress, log=log)
-    cfg = load_config(config, {"data": str(data_dir), "train.time_budget": budget, "train.steps": 1_000_000})
+    # `budget` bounds the whole demo: training gets what preparing left, minus time to write the clips.
+    train_budget = max(1.0, budget - (time.monotonic() - t0) - min(20.0, 0.05 * budget))
+    cfg = load_config(config, {"data": str(data_dir), "train.time_budget": train_budget, "train.steps": 1_000_000})
     resume = (run_dir / "config.json").exists()
-    log(f"[2/3] training VideoGAN ({config} preset) for up to {budget:g} s in {run_dir}" + (" (continuing the earlier demo run)" if resume else ""))
+    log(f"[2/3] training VideoGAN ({config} preset) for up to {train_budget:.0f} s in {run_dir}" + (" (continuing the earlier demo run)" if resume else ""))
     result = train(cfg, run_dir, resume=resume, progress=progress, log=log)
     log(f"[3/3] generating 16 clips into {samples_dir}")
     pipe = VideoPipeline.from_pretrained(run_dir)
