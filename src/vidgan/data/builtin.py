@@ -139,7 +139,12 @@ def _resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
         return frames
     if s % size == 0:
         k = s // size
-        return np.round(frames.reshape(t, size, k, size, k).mean(axis=(2, 4))).astype(np.uint8)
+        # Integer block sums: ~10x faster than a float mean; rounds half up instead of to even.
+        total = np.zeros((t, size, size), dtype=np.uint16)
+        for dy in range(k):
+            for dx in range(k):
+                total += frames[:, dy::k, dx::k]
+        return ((total + k * k // 2) // (k * k)).astype(np.uint8)
     from PIL import Image
 
     method = Image.BOX if size < s else Image.BILINEAR

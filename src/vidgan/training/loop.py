@@ -243,7 +243,9 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
         interrupted["flag"] = True
 
     old_handler = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
-    bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", disable=not (progress and info.is_main), dynamic_ncols=True)
+    # With a time budget the step count is only a cap: the bar then counts steps and shows the time left.
+    bar_total = tc.steps if tc.time_budget is None else None
+    bar = tqdm(total=bar_total, initial=step, desc="train", unit="step", disable=not (progress and info.is_main), dynamic_ncols=True)
     t_start = time.monotonic()
     t_log, clips_seen, clips_per_s = time.monotonic(), 0, 0.0
     stopped, stats = "steps", torch.zeros(5)
@@ -277,7 +279,8 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
                 clips_per_s = clips_seen / max(now - t_log, 1e-9)
                 t_log, clips_seen = now, 0
                 record = {"step": step, "loss_d": stats[0].item(), "loss_g": stats[1].item(), "d_real": stats[2].item(), "d_fake": stats[3].item(), "clips_per_s": clips_per_s}
-                bar.set_postfix(d=f"{record['loss_d']:.3f}", g=f"{record['loss_g']:.3f}", clips_s=f"{clips_per_s:.1f}")
+                left = {} if tc.time_budget is None else {"budget_left": f"{max(0.0, tc.time_budget - (now - t_start)):.0f}s"}
+                bar.set_postfix(d=f"{record['loss_d']:.3f}", g=f"{record['loss_g']:.3f}", clips_s=f"{clips_per_s:.1f}", **left)
                 if info.is_main:
                     with open(run_dir / "log.jsonl", "a") as fh:
                         fh.write(json.dumps(record) + "\n")
