@@ -26,6 +26,11 @@ class ModelConfig(_Strict):
     d_channels: int = 64  # narrowest discriminator layer; doubles at every downsampling block
     max_channels: int = 512
     spectral_norm: bool = False  # on the discriminator's convs
+    # What the generator is conditioned on: "none", "class" (dataset labels), "text" (caption
+    # embeddings, text_dim wide) or "first-frame" (generate the rest of a clip from its frame 0).
+    condition: str = "none"
+    cond_dim: int = 64  # width of the condition embedding fed to G and used for D's projection
+    text_dim: int = 384  # MiniLM-L6 sentence embeddings
     # Filled from the dataset at train time.
     frames: int = 16
     resolution: int = 64

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -51,3 +53,70 @@ def count_parameters(module: nn.Module) -> int:
 
 def leaky_relu(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, 0.2)
+
+
+CONDITIONS = ("none", "class", "text", "first-frame")
+
+
+@dataclass
+class Condition:
+    """What a clip is generated from besides noise; any field may be None.
+
+    labels: (B,) class indices; text: (B, text_dim) sentence embeddings;
+    first_frame: (B, C, H, W) in [-1, 1].
+    """
+
+    labels: torch.Tensor | None = None
+    text: torch.Tensor | None = None
+    first_frame: torch.Tensor | None = None
+
+    def _map(self, fn) -> "Condition":
+        return Condition(*(None if v is None else fn(v) for v in (self.labels, self.text, self.first_frame)))
+
+    def __getitem__(self, index) -> "Condition":
+        return self._map(lambda v: v[index])
+
+    def to(self, device) -> "Condition":
+        return self._map(lambda v: v.to(device))
+
+
+class ConditionEncoder(nn.Module):
+    """Condition -> (B, cond_dim) vector, for the kind of condition the model was built for."""
+
+    def __init__(self, kind: str, cond_dim: int, num_classes: int = 0, text_dim: int = 384, channels: int = 3):
+        super().__init__()
+        if kind not in CONDITIONS:
+            raise ValueError(f"unknown condition {kind!r}; choose one of {', '.join(CONDITIONS)}")
+        if kind == "class" and num_classes < 1:
+            raise ValueError("condition 'class' needs a dataset with class labels (sub-folders or a labelled builtin)")
+        self.kind, self.dim = kind, cond_dim
+        if kind == "class":
+            self.embed = nn.Embedding(num_classes, cond_dim)
+        elif kind == "text":
+            self.embed = nn.Sequential(nn.Linear(text_dim, cond_dim), nn.LeakyReLU(0.2), nn.Linear(cond_dim, cond_dim))
+        elif kind == "first-frame":
+            self.embed = nn.Sequential(  # any resolution: strided convs, then global average
+                nn.Conv2d(channels, 32, 4, 2, 1), nn.LeakyReLU(0.2),
+                nn.Conv2d(32, 64, 4, 2, 1), nn.LeakyReLU(0.2),
+                nn.Conv2d(64, cond_dim, 4, 2, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            )
+
+    @property
+    def active(self) -> bool:
+        return self.kind != "none"
+
+    def forward(self, cond: Condition | None) -> torch.Tensor | None:
+        if not self.active:
+            return None
+        field = {"class": "labels", "text": "text", "first-frame": "first_frame"}[self.kind]
+        value = None if cond is None else getattr(cond, field)
+        if value is None:
+            raise ValueError(f"this model is {self.kind}-conditional: pass {field} (Condition({field}=...))")
+        return self.embed(value)
+
+
+def projection(features: torch.Tensor, cond_vec: torch.Tensor | None) -> torch.Tensor:
+    """Projection discriminator term (Miyato & Koyama 2018): <embedding, pooled features> per clip."""
+    if cond_vec is None:
+        return torch.zeros(features.shape[0], device=features.device, dtype=features.dtype)
+    return (features * cond_vec).sum(dim=1)

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from vidgan.config import ModelConfig
-from vidgan.models.layers import BatchNorm, leaky_relu, maybe_spectral_norm
+from vidgan.models.layers import BatchNorm, Condition, ConditionEncoder, leaky_relu, maybe_spectral_norm, projection
 from vidgan.models.registry import register
 
 
@@ -44,10 +44,12 @@ class Generator(nn.Module):
         self.z_dim = cfg.z_dim
         t0, time_ups = video_pyramid(cfg)
         n = len(time_ups)
+        self.cond = ConditionEncoder(cfg.condition, cfg.cond_dim, cfg.num_classes, cfg.text_dim, cfg.channels)
+        z_in = cfg.z_dim + (cfg.cond_dim if self.cond.active else 0)
         # widths halve from the widest (g_channels, at 4x4) towards the output
         widths = [min(cfg.max_channels, max(8, cfg.g_channels // 2**i)) for i in range(n)]
         self.stem = nn.Sequential(
-            nn.ConvTranspose3d(cfg.z_dim, widths[0], kernel_size=(t0, 4, 4), bias=False),
+            nn.ConvTranspose3d(z_in, widths[0], kernel_size=(t0, 4, 4), bias=False),
             BatchNorm(widths[0]),
             nn.ReLU(inplace=True),
         )
@@ -63,8 +65,12 @@ class Generator(nn.Module):
             if isinstance(m, (nn.ConvTranspose3d, nn.Conv3d)):
                 nn.init.normal_(m.weight, 0.0, 0.02)  # DCGAN init, as in the paper
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.stem(z.view(z.shape[0], -1, 1, 1, 1)))
+    def forward(self, z: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
+        c = self.cond(cond)
+        if c is not None:
+            z = torch.cat([z, c], dim=1)
+        video = self.blocks(self.stem(z.view(z.shape[0], -1, 1, 1, 1)))
+        return with_first_frame(video, cond) if self.cond.kind == "first-frame" else video
 
 
 class Discriminator(nn.Module):
@@ -81,14 +87,20 @@ class Discriminator(nn.Module):
             ch_in = ch_out
         self.convs = nn.ModuleList(layers)
         self.head = maybe_spectral_norm(nn.Conv3d(ch_in, 1, kernel_size=(t0, 4, 4)), sn)
+        self.cond = ConditionEncoder(cfg.condition, ch_in, cfg.num_classes, cfg.text_dim, cfg.channels)
         for m in self.modules():
             if isinstance(m, nn.Conv3d):
                 nn.init.normal_(m.weight, 0.0, 0.02)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
         for conv in self.convs:
             x = leaky_relu(conv(x))
-        return self.head(x).flatten()
+        return self.head(x).flatten() + projection(x.mean(dim=(2, 3, 4)), self.cond(cond))
+
+
+def with_first_frame(video: torch.Tensor, cond: Condition) -> torch.Tensor:
+    """Image-to-video: the given frame is frame 0; the generator makes the frames after it."""
+    return torch.cat([cond.first_frame.unsqueeze(2).to(video.dtype), video[:, :, 1:]], dim=2)
 
 
 @register("videogan")
