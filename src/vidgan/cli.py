@@ -98,14 +98,21 @@ def generate(
     step: Optional[int] = typer.Option(None, help="checkpoint step (default: newest)"),
     ema: bool = typer.Option(True, help="use the EMA generator"),
     grid: bool = typer.Option(True, help="also write grid.gif / grid.mp4"),
+    label: Optional[int] = typer.Option(None, help="class index, for class-conditional models"),
+    first_frame: Optional[Path] = typer.Option(None, help="image to animate, for image-to-video models"),
+    frames: Optional[int] = typer.Option(None, help="clip length, if the model can run longer than trained (tgan, mocogan)"),
     device: str = typer.Option("cpu"),
 ) -> None:
     """Sample clips from a trained generator."""
-    from vidgan.pipeline import VideoPipeline, save_clips
+    from vidgan.pipeline import VideoPipeline, load_image, save_clips
 
     try:
         pipe = VideoPipeline.from_pretrained(run, step=step, ema=ema, device=device)
-        paths = save_clips(pipe, pipe(n=n, seed=seed), out, fmt=format, seed=seed, grid=grid)
+        m = pipe.config.model
+        frame = None if first_frame is None else load_image(first_frame, m.resolution, m.channels)
+        clips = pipe(n=n, seed=seed, label=label, first_frame=frame, frames=frames)
+        condition = {k: v for k, v in {"label": label, "first_frame": first_frame and str(first_frame), "frames": frames}.items() if v is not None}
+        paths = save_clips(pipe, clips, out, fmt=format, seed=seed, grid=grid, condition=condition)
     except _known_errors() as err:
         _fail(err)
     typer.echo(f"wrote {len(paths)} clips to {out}" + (f" (preview: {out / 'grid.gif'})" if grid else ""))

@@ -31,6 +31,12 @@ class ModelConfig(_Strict):
     condition: str = "none"
     cond_dim: int = 64  # width of the condition embedding fed to G and used for D's projection
     text_dim: int = 384  # MiniLM-L6 sentence embeddings
+    # Model-specific settings; models that do not use a field ignore it. None means "as wide as z_dim".
+    frame_dim: int | None = None  # tgan: width of each frame's latent z_t from the temporal generator
+    content_dim: int | None = None  # mocogan: width of the content code (one per clip); G.z_dim adds frames * noise_dim
+    noise_dim: int = 10  # mocogan: width of the per-frame motion noise eps_t (10 in MoCoGAN)
+    motion_dim: int = 10  # mocogan: width of the motion code m_t, the GRU's state (MoCoGAN's d_M = 10)
+    image_frames: int = 1  # mocogan: frames per clip the image discriminator judges (mean of their logits)
     # Filled from the dataset at train time.
     frames: int = 16
     resolution: int = 64
@@ -55,7 +61,8 @@ class TrainConfig(_Strict):
     sample_every: int = 500
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
-    num_samples: int = 16  # fixed-noise clips in each sample grid
+    num_samples: int = 16  # fixed-noise clips in each sample grid and the diversity monitor
+    warmup_collapse_steps: int = 200  # no mode-collapse warnings before this step (early G is uniform)
     time_budget: float | None = Field(default=None, description="stop (with a checkpoint) after this many seconds")
 
 

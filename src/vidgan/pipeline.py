@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 from vidgan.config import RunConfig
-from vidgan.data.video_io import to_uint8
+from vidgan.data.video_io import to_model, to_uint8
+from vidgan.models.layers import Condition
 from vidgan.models.registry import build_model
 from vidgan.training import checkpoint as ckpt
 
@@ -68,21 +69,78 @@ class VideoPipeline:
         save_file({k: v.detach().contiguous().cpu() for k, v in self.generator.state_dict().items()}, str(path / "generator.safetensors"))
         return path
 
-    def noise(self, n: int, seed: int) -> torch.Tensor:
-        return torch.randn(n, self.generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    @property
+    def condition(self) -> str:
+        return self.config.model.condition
+
+    def noise(self, n: int, seed: int, frames: int | None = None) -> torch.Tensor:
+        width = self.generator.z_dim if frames is None else self.generator.z_dim_for(frames)
+        return torch.randn(n, width, generator=torch.Generator().manual_seed(seed))
+
+    def make_condition(self, n: int, label=None, first_frame: np.ndarray | None = None) -> Condition | None:
+        """label: one class index or one per clip (class-conditional models; default cycles through
+        the classes); first_frame: uint8 (H, W, C) at the model's resolution (image-to-video)."""
+        kind, m = self.condition, self.config.model
+        if kind == "none":
+            if label is not None or first_frame is not None:
+                raise ValueError(f"{self.source}: this model is unconditional; drop --label/--first-frame")
+            return None
+        if kind == "class":
+            if label is None:
+                labels = torch.arange(n) % m.num_classes
+            else:
+                labels = torch.as_tensor(label, dtype=torch.long).reshape(-1).expand(n) if np.ndim(label) == 0 else torch.as_tensor(label, dtype=torch.long)
+            if len(labels) != n or labels.min() < 0 or labels.max() >= m.num_classes:
+                raise ValueError(f"labels must be {n} class indices in 0..{m.num_classes - 1}, got {label}")
+            return Condition(labels=labels)
+        if kind == "first-frame":
+            if first_frame is None:
+                raise ValueError(f"{self.source}: this model animates a given first frame; pass first_frame (--first-frame IMAGE)")
+            frame = np.asarray(first_frame)
+            want = (m.resolution, m.resolution, m.channels)
+            if frame.shape != want or frame.dtype != np.uint8:
+                raise ValueError(f"first frame must be uint8 {want}, got {frame.dtype} {frame.shape}; use load_image(path, size)")
+            clip = to_model(np.broadcast_to(frame, (n, 1, *want)).copy())  # (n, C, 1, H, W)
+            return Condition(first_frame=clip[:, :, 0])
+        raise ValueError(f"condition {kind!r} needs text input, which this pipeline does not support yet")
 
     @torch.no_grad()
-    def __call__(self, n: int = 4, seed: int = 0, batch_size: int = 16) -> np.ndarray:
-        """n clips as uint8 (n, T, H, W, C); the same seed always gives the same clips."""
-        z = self.noise(n, seed)
-        out = [to_uint8(self.generator(z[i : i + batch_size].to(self.device)).float().cpu()) for i in range(0, n, batch_size)]
+    def __call__(self, n: int = 4, seed: int = 0, batch_size: int = 16, label=None, first_frame: np.ndarray | None = None, frames: int | None = None) -> np.ndarray:
+        """n clips as uint8 (n, T, H, W, C); the same seed (and condition) always gives the same clips.
+
+        frames: generate longer (or shorter) clips than trained, for models whose motion model allows it.
+        """
+        z = self.noise(n, seed, frames)
+        cond = self.make_condition(n, label, first_frame)
+        extra = {} if frames is None else {"frames": frames}
+        out = []
+        for i in range(0, n, batch_size):
+            c = None if cond is None else cond[i : i + batch_size].to(self.device)
+            out.append(to_uint8(self.generator(z[i : i + batch_size].to(self.device), c, **extra).float().cpu()))
         return np.concatenate(out)
+
+
+def load_image(path: str | Path, size: int, channels: int = 3) -> np.ndarray:
+    """An image file as uint8 (size, size, channels): shorter side resized to size (box filter), centre crop."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            w, h = im.size
+            scale = size / min(w, h)
+            im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BOX)
+            left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
+            array = np.asarray(im.crop((left, top, left + size, top + size)))
+    except (OSError, UnidentifiedImageError) as err:
+        raise ValueError(f"{path}: not a readable image ({err}); pass a png or jpg file") from err
+    return array.reshape(size, size, channels)
 
 
 FORMATS = ("mp4", "gif", "webm", "png")
 
 
-def save_clips(pipe: VideoPipeline, clips: np.ndarray, out: str | Path, fmt: str = "mp4", seed: int = 0, grid: bool = True) -> list[Path]:
+def save_clips(pipe: VideoPipeline, clips: np.ndarray, out: str | Path, fmt: str = "mp4", seed: int = 0, grid: bool = True, condition: dict | None = None) -> list[Path]:
     """Write each clip as OUT/clip_00000.FMT, a grid preview, and generated.json with provenance."""
     import json
 
@@ -101,6 +159,7 @@ def save_clips(pipe: VideoPipeline, clips: np.ndarray, out: str | Path, fmt: str
         "step": pipe.step,
         "model": pipe.config.model.name,
         "seed": seed,
+        "condition": condition or {},
         "clips": [{"file": p.name, "index": i} for i, p in enumerate(paths)],
         "note": "clip i is sample i of VideoPipeline(n=len(clips), seed=seed)",
     }

@@ -27,6 +27,8 @@ from tqdm import tqdm
 from vidgan.config import RunConfig
 from vidgan.data.clips import ClipDataset
 from vidgan.data.video_io import to_model, to_uint8, write_grid
+from vidgan.metrics.diversity import collapse_warning, diversity
+from vidgan.models.layers import Condition
 from vidgan.models.registry import build_model
 from vidgan.training import checkpoint as ckpt
 from vidgan.training.losses import get_loss
@@ -113,16 +115,18 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> Non
         b_ema.copy_(b)
 
 
-def gan_step(G, D, G_train, D_train, opt_g, opt_d, loss_fns, real, z_d, z_g):
+def gan_step(G, D, G_train, D_train, opt_g, opt_d, loss_fns, real, z_d, z_g, cond: Condition | None = None):
     """One discriminator update then one generator update; returns the losses and D's logits.
 
-    G_train / D_train are the DDP-wrapped modules (or G / D themselves on one process).
+    G_train / D_train are the DDP-wrapped modules (or G / D themselves on one process). Fake clips
+    are generated for the real batch's conditions (labels, first frames, captions).
     """
     d_loss_fn, g_loss_fn = loss_fns
     # Discriminator step: real and fake in one forward pass (D has no batch statistics).
     with torch.no_grad():
-        fake = G(z_d)
-    logits = D_train(torch.cat([real, fake]))
+        fake = G(z_d, cond)
+    both = None if cond is None else cond._map(lambda v: torch.cat([v, v]))
+    logits = D_train(torch.cat([real, fake]), both)
     real_logits, fake_logits = logits[: len(real)], logits[len(real) :]
     loss_d = d_loss_fn(real_logits, fake_logits)
     opt_d.zero_grad(set_to_none=True)
@@ -131,12 +135,23 @@ def gan_step(G, D, G_train, D_train, opt_g, opt_d, loss_fns, real, z_d, z_g):
 
     # Generator step: D's weights are frozen and used unwrapped (no DDP sync for D here).
     D.requires_grad_(False)
-    loss_g = g_loss_fn(D(G_train(z_g)))
+    loss_g = g_loss_fn(D(G_train(z_g, cond), cond))
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
     D.requires_grad_(True)
     return loss_d.detach(), loss_g.detach(), real_logits.detach(), fake_logits.detach()
+
+
+def batch_condition(kind: str, real: torch.Tensor, labels: torch.Tensor) -> Condition | None:
+    """The Condition a model of this kind is trained with, taken from the real batch."""
+    if kind == "none":
+        return None
+    if kind == "class":
+        return Condition(labels=labels)
+    if kind == "first-frame":
+        return Condition(first_frame=real[:, :, 0])
+    raise ValueError(f"condition {kind!r} is not supported by the trainer yet; use none, class or first-frame")
 
 
 def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> Path | None:
@@ -186,6 +201,14 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
     d_loss_fn, g_loss_fn = get_loss(cfg.loss.name)
     noise = torch.Generator().manual_seed(tc.seed + 1)  # same stream on every rank; each takes its slice
     fixed_z = torch.randn(tc.num_samples, G.z_dim, generator=torch.Generator().manual_seed(tc.seed + 2))
+    # Sample grids and the diversity monitor use the first clips of the dataset as their conditions
+    # (labels, first frames) and as the real reference.
+    ref_clips, ref_labels = data.get_batch(range(min(len(data), tc.num_samples)))
+    ref_real = to_model(ref_clips)
+    if cfg.model.condition == "class":
+        ref_labels = torch.arange(tc.num_samples) % max(1, data.num_classes)  # every class in the grid
+    fixed_cond = batch_condition(cfg.model.condition, ref_real, ref_labels)
+    real_distance = diversity(ref_real).mean_distance
 
     step, elapsed_before = 0, 0.0
     if resume_from is not None:
@@ -229,10 +252,13 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
             keep=tc.keep_checkpoints,
         )
 
+    def fixed_samples() -> torch.Tensor:
+        with torch.no_grad():
+            return G_ema(fixed_z.to(info.device), None if fixed_cond is None else fixed_cond.to(info.device)).float().cpu()
+
     def write_samples(at_step: int) -> None:
         if info.is_main:
-            with torch.no_grad():
-                clips = to_uint8(G_ema(fixed_z.to(info.device)).float().cpu())
+            clips = to_uint8(fixed_samples())
             write_grid(run_dir / "samples" / f"step_{at_step:09d}.gif", clips, fps=cfg.model.fps)
 
     interrupted = {"flag": False}
@@ -253,11 +279,13 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
     try:
         while step < tc.steps:
             idx = order.indices(step)[lo:hi]
-            real = to_model(data.get_batch(idx)[0]).to(info.device)
+            clips, labels = data.get_batch(idx)
+            real = to_model(clips).to(info.device)
+            cond = batch_condition(cfg.model.condition, real, labels.to(info.device))
             z_d = torch.randn(tc.batch_size, G.z_dim, generator=noise)[lo:hi].to(info.device)
             z_g = torch.randn(tc.batch_size, G.z_dim, generator=noise)[lo:hi].to(info.device)
 
-            loss_d, loss_g, real_logits, fake_logits = gan_step(G, D, G_train, D_train, opt_g, opt_d, (d_loss_fn, g_loss_fn), real, z_d, z_g)
+            loss_d, loss_g, real_logits, fake_logits = gan_step(G, D, G_train, D_train, opt_g, opt_d, (d_loss_fn, g_loss_fn), real, z_d, z_g, cond)
             ema_update(G_ema, G, min(tc.ema_beta, (1 + step) / (10 + step)))
             step += 1
 
@@ -279,13 +307,21 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
                 clips_per_s = clips_seen / max(now - t_log, 1e-9)
                 t_log, clips_seen = now, 0
                 record = {"step": step, "loss_d": stats[0].item(), "loss_g": stats[1].item(), "d_real": stats[2].item(), "d_fake": stats[3].item(), "clips_per_s": clips_per_s}
+                if info.is_main and tc.num_samples >= 2:
+                    div = diversity(fixed_samples(), reference_distance=real_distance)
+                    record |= div.as_dict() | {"real_diversity": real_distance}
+                    warning = collapse_warning(div, real_distance)
+                    if warning and step > tc.warmup_collapse_steps:
+                        with tqdm.external_write_mode():
+                            log(f"step {step}: {warning}")
                 left = {} if tc.time_budget is None else {"budget_left": f"{max(0.0, tc.time_budget - (now - t_start)):.0f}s"}
                 bar.set_postfix(d=f"{record['loss_d']:.3f}", g=f"{record['loss_g']:.3f}", clips_s=f"{clips_per_s:.1f}", **left)
                 if info.is_main:
                     with open(run_dir / "log.jsonl", "a") as fh:
                         fh.write(json.dumps(record) + "\n")
-                    for key in ("loss_d", "loss_g", "d_real", "d_fake", "clips_per_s"):
-                        writer.add_scalar(f"train/{key}", record[key], step)
+                    for key in ("loss_d", "loss_g", "d_real", "d_fake", "clips_per_s", "diversity", "near_duplicates"):
+                        if key in record:
+                            writer.add_scalar(f"train/{key}", record[key], step)
             if step % tc.sample_every == 0:
                 write_samples(step)
             if stats[4] > 0:
