@@ -77,6 +77,10 @@ def test_train_and_resume_commands(mnist_data, tmp_path):
     result = runner.invoke(app, ["train", str(mnist_data), "--config", "tiny", "--out", str(run), "--steps", "4", "--no-progress"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["train", "--resume", "--out", str(run), "--steps", "6", "--no-progress"])
+    flags = runner.invoke(app, ["train", str(mnist_data), "--config", "tiny", "--out", str(tmp_path / "f"), "--steps", "2", "--loss", "hinge", "--penalty", "r1", "--aug", "translation", "--condition", "class", "--no-progress"])
+    assert flags.exit_code == 0, flags.output
+    saved = json.loads((tmp_path / "f" / "config.json").read_text())
+    assert (saved["loss"]["name"], saved["loss"]["penalty"], saved["loss"]["augment"], saved["model"]["condition"]) == ("hinge", "r1", "translation", "class")
     assert result.exit_code == 0, result.output
     assert "resuming" in result.output and "step 6" in result.output
     assert json.loads((run / "config.json").read_text())["train"]["steps"] == 6

@@ -59,6 +59,11 @@ def train(
     out: Path = typer.Option(..., "--out", help="run folder: config.json, checkpoints/, samples/, tb/, log.jsonl"),
     config: str = typer.Option("small", help="preset (tiny, small, 64px, 128px) or a YAML file"),
     resume: bool = typer.Option(False, help="continue the run in --out from its newest checkpoint"),
+    model: Optional[str] = typer.Option(None, help="videogan, videogan-2stream, tgan, mocogan (default: the preset's)"),
+    loss: Optional[str] = typer.Option(None, help="nonsat, hinge, wgan or lsgan"),
+    penalty: Optional[str] = typer.Option(None, help="none, r1 or gp (WGAN-GP)"),
+    aug: Optional[str] = typer.Option(None, help='DiffAugment policy for small datasets, e.g. "color,translation,cutout"'),
+    condition: Optional[str] = typer.Option(None, help="none, class (folder labels) or first-frame (image-to-video)"),
     steps: Optional[int] = typer.Option(None, help="total training steps"),
     batch_size: Optional[int] = typer.Option(None, help="global batch size (split across torchrun processes)"),
     budget: Optional[float] = typer.Option(None, help="stop after this many seconds (checkpoint saved)"),
@@ -82,6 +87,9 @@ def train(
         for key, value in {"steps": steps, "batch_size": batch_size, "time_budget": budget, "seed": seed}.items():
             if value is not None:
                 setattr(cfg.train, key, value)
+        for section, key, value in [("model", "name", model), ("model", "condition", condition), ("loss", "name", loss), ("loss", "penalty", penalty), ("loss", "augment", aug)]:
+            if value is not None:
+                setattr(getattr(cfg, section), key, value)
         result = run_train(cfg, out, resume=resume, device=device, progress=progress)
     except _known_errors() as err:
         _fail(err)

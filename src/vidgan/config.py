@@ -46,7 +46,12 @@ class ModelConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    name: str = "nonsat"  # see vidgan.training.losses.LOSSES
+    name: str = "nonsat"  # nonsat, hinge, wgan, lsgan (vidgan.training.losses.LOSSES)
+    smoothing: float = 0.0  # one-sided label smoothing: real target 1 - smoothing (nonsat, lsgan)
+    penalty: str = "none"  # "r1" (on real clips) or "gp" (WGAN-GP, on interpolates)
+    penalty_weight: float = 10.0  # gamma for R1 (applied as gamma/2), lambda for GP
+    penalty_every: int = 1  # lazy regularisation: every N D steps, weighted by N
+    augment: str = ""  # DiffAugment policy for real and fake clips, e.g. "color,translation,cutout"
 
 
 class TrainConfig(_Strict):
@@ -56,6 +61,8 @@ class TrainConfig(_Strict):
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     ema_beta: float = 0.999
+    lr_schedule: str = "constant"  # constant, linear (decay to 0 at `steps`) or cosine
+    warmup_steps: int = 0  # linear learning-rate warm-up
     seed: int = 0
     log_every: int = 10
     sample_every: int = 500

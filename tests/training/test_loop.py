@@ -43,11 +43,13 @@ def test_tiny_videogan_moves_toward_the_data(mnist_data, tmp_path):
 
 
 def test_resume_continues_the_same_run(mnist_data, tmp_path):
+    # augmentation, a lazy R1 penalty and LR warm-up: every random stream and the LR must resume exactly
+    extra = {"loss.augment": "color,translation,cutout", "loss.penalty": "r1", "loss.penalty_every": 2, "train.warmup_steps": 3}
     full = tmp_path / "full"
-    train(tiny_config(mnist_data, **{"train.steps": 12, "train.checkpoint_every": 6}), full, progress=False, log=lambda s: None)
+    train(tiny_config(mnist_data, **{"train.steps": 12, "train.checkpoint_every": 6, **extra}), full, progress=False, log=lambda s: None)
     part = tmp_path / "part"
-    train(tiny_config(mnist_data, **{"train.steps": 6}), part, progress=False, log=lambda s: None)
-    result = train(tiny_config(mnist_data, **{"train.steps": 12}), part, resume=True, progress=False, log=lambda s: None)
+    train(tiny_config(mnist_data, **{"train.steps": 6, **extra}), part, progress=False, log=lambda s: None)
+    result = train(tiny_config(mnist_data, **{"train.steps": 12, **extra}), part, resume=True, progress=False, log=lambda s: None)
     assert result.step == 12
     a, b = read_log(full), read_log(part)
     assert [r["step"] for r in b] == list(range(1, 13))
@@ -100,7 +102,7 @@ def test_resume_after_sigkill(mnist_data, tmp_path):
 def test_nonfinite_loss_is_reported_with_the_step(mnist_data, tmp_path, monkeypatch):
     calls = {"n": 0}
 
-    def exploding_d_loss(real, fake):
+    def exploding_d_loss(real, fake, smoothing=0.0):
         calls["n"] += 1
         loss = losses.d_loss_nonsat(real, fake)
         return loss * float("nan") if calls["n"] >= 4 else loss
@@ -142,3 +144,36 @@ def test_ctrl_c_checkpoints_and_stops_cleanly(mnist_data, tmp_path):
     assert "interrupted" in output and "--resume" in output
     steps = [r["step"] for r in read_log(run)]
     assert ckpt.latest_checkpoint(run).name == f"step_{steps[-1]:09d}"  # the last finished step was saved
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        {"loss.name": "hinge", "loss.augment": "translation,cutout"},
+        {"loss.name": "wgan", "loss.penalty": "gp", "train.lr_d": 1e-4},
+        {"loss.name": "lsgan", "loss.smoothing": 0.1},
+        {"loss.name": "nonsat", "loss.penalty": "r1", "loss.penalty_weight": 1.0, "model.spectral_norm": True},
+    ],
+)
+def test_every_loss_and_penalty_trains_without_nan(mnist_data, tmp_path, loss):
+    result = train(tiny_config(mnist_data, **{"train.steps": 4, **loss}), tmp_path / "r", progress=False, log=lambda s: None)
+    assert result.step == 4 and np.isfinite(result.loss_d) and np.isfinite(result.loss_g)
+    assert all(np.isfinite(r["loss_d"]) for r in read_log(tmp_path / "r"))
+
+
+def test_lr_schedules():
+    from vidgan.training.loop import lr_factor
+
+    assert [lr_factor("constant", s, 10, 0) for s in (0, 9)] == [1.0, 1.0]
+    assert lr_factor("linear", 0, 10, 0) == 1.0 and lr_factor("linear", 5, 10, 0) == pytest.approx(0.5)
+    assert lr_factor("cosine", 5, 10, 0) == pytest.approx(0.5) and lr_factor("cosine", 10, 10, 0) == pytest.approx(0.0)
+    assert [lr_factor("cosine", s, 10, 4) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    with pytest.raises(ValueError, match="cosine"):
+        lr_factor("step", 0, 10, 0)
+
+
+def test_bad_loss_settings_fail_before_training(mnist_data, tmp_path):
+    with pytest.raises(ValueError, match="penalty"):
+        train(tiny_config(mnist_data, **{"loss.penalty": "l2"}), tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="augmentation"):
+        train(tiny_config(mnist_data, **{"loss.augment": "flip"}), tmp_path / "b", progress=False)

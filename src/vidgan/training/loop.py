@@ -17,6 +17,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -24,14 +25,15 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from vidgan.config import RunConfig
+from vidgan.config import LossConfig, RunConfig
 from vidgan.data.clips import ClipDataset
 from vidgan.data.video_io import to_model, to_uint8, write_grid
 from vidgan.metrics.diversity import collapse_warning, diversity
 from vidgan.models.layers import Condition
 from vidgan.models.registry import build_model
 from vidgan.training import checkpoint as ckpt
-from vidgan.training.losses import get_loss
+from vidgan.training.augment import augment
+from vidgan.training.losses import PENALTIES, get_loss, gradient_penalty, r1_penalty
 
 
 class NonFiniteLossError(RuntimeError):
@@ -115,32 +117,80 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> Non
         b_ema.copy_(b)
 
 
-def gan_step(G, D, G_train, D_train, opt_g, opt_d, loss_fns, real, z_d, z_g, cond: Condition | None = None):
+@dataclass
+class StepSettings:
+    """How one GAN update is computed: the loss pair, penalties, augmentation (from LossConfig)."""
+
+    d_loss: Callable
+    g_loss: Callable
+    smoothing: float = 0.0
+    penalty: str = "none"
+    penalty_weight: float = 10.0
+    penalty_every: int = 1
+    augment: str = ""
+    aug_rng: torch.Generator | None = None
+
+    @classmethod
+    def from_config(cls, loss: LossConfig, seed: int) -> StepSettings:
+        if loss.penalty not in PENALTIES:
+            raise ValueError(f"unknown penalty {loss.penalty!r}; choose one of {', '.join(PENALTIES)}")
+        augment(torch.zeros(1, 1, 1, 8, 8), loss.augment)  # an unknown policy fails now, not at step 1
+        d_loss, g_loss = get_loss(loss.name)
+        return cls(d_loss, g_loss, loss.smoothing, loss.penalty, loss.penalty_weight, loss.penalty_every, loss.augment, torch.Generator().manual_seed(seed + 3))
+
+    def aug(self, x: torch.Tensor) -> torch.Tensor:
+        return augment(x, self.augment, self.aug_rng) if self.augment else x
+
+
+def gan_step(G, D, G_train, D_train, opt_g, opt_d, settings: StepSettings, real, z_d, z_g, cond: Condition | None = None, step: int = 0):
     """One discriminator update then one generator update; returns the losses and D's logits.
 
     G_train / D_train are the DDP-wrapped modules (or G / D themselves on one process). Fake clips
     are generated for the real batch's conditions (labels, first frames, captions).
     """
-    d_loss_fn, g_loss_fn = loss_fns
     # Discriminator step: real and fake in one forward pass (D has no batch statistics).
     with torch.no_grad():
         fake = G(z_d, cond)
+    do_penalty = settings.penalty != "none" and step % settings.penalty_every == 0
+    real = real.detach().requires_grad_(do_penalty and settings.penalty == "r1")
     both = None if cond is None else cond._map(lambda v: torch.cat([v, v]))
-    logits = D_train(torch.cat([real, fake]), both)
+    logits = D_train(torch.cat([settings.aug(real), settings.aug(fake)]), both)
     real_logits, fake_logits = logits[: len(real)], logits[len(real) :]
-    loss_d = d_loss_fn(real_logits, fake_logits)
+    loss_d = settings.d_loss(real_logits, fake_logits, smoothing=settings.smoothing)
+    total_d = loss_d
+    if do_penalty:
+        weight = settings.penalty_weight * settings.penalty_every
+        if settings.penalty == "r1":
+            total_d = total_d + 0.5 * weight * r1_penalty(real_logits, real)
+        else:
+            gp_cond = None if cond is None else cond
+            total_d = total_d + weight * gradient_penalty(lambda x: D(x, gp_cond), real, fake, generator=settings.aug_rng)
     opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
+    total_d.backward()
     opt_d.step()
 
     # Generator step: D's weights are frozen and used unwrapped (no DDP sync for D here).
     D.requires_grad_(False)
-    loss_g = g_loss_fn(D(G_train(z_g, cond), cond))
+    loss_g = settings.g_loss(D(settings.aug(G_train(z_g, cond)), cond))
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
     D.requires_grad_(True)
     return loss_d.detach(), loss_g.detach(), real_logits.detach(), fake_logits.detach()
+
+
+def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
+    """Learning-rate multiplier at `step`: a pure function of the step, so resuming needs no state."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "constant":
+        return 1.0
+    if schedule == "linear":
+        return 1.0 - progress
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown lr_schedule {schedule!r}; choose constant, linear or cosine")
 
 
 def batch_condition(kind: str, real: torch.Tensor, labels: torch.Tensor) -> Condition | None:
@@ -198,7 +248,8 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt_g = torch.optim.Adam(G.parameters(), lr=tc.lr_g, betas=tc.betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_d, betas=tc.betas)
-    d_loss_fn, g_loss_fn = get_loss(cfg.loss.name)
+    settings = StepSettings.from_config(cfg.loss, tc.seed)
+    lr_factor(tc.lr_schedule, 0, tc.steps, tc.warmup_steps)  # validate the schedule name up front
     noise = torch.Generator().manual_seed(tc.seed + 1)  # same stream on every rank; each takes its slice
     fixed_z = torch.randn(tc.num_samples, G.z_dim, generator=torch.Generator().manual_seed(tc.seed + 2))
     # Sample grids and the diversity monitor use the first clips of the dataset as their conditions
@@ -219,6 +270,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
         ckpt.optimizer_from_flat(opt_g, "opt_g", tensors, state["opt_g"])
         ckpt.optimizer_from_flat(opt_d, "opt_d", tensors, state["opt_d"])
         noise.set_state(tensors["rng.noise"])
+        settings.aug_rng.set_state(tensors["rng.augment"])
         torch.set_rng_state(tensors["rng.torch"])
         step, elapsed_before = state["step"], state["elapsed"]
         log(f"resuming {run_dir} from step {step}")
@@ -242,7 +294,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
             return
         g_t, g_meta = ckpt.optimizer_to_flat(opt_g, "opt_g")
         d_t, d_meta = ckpt.optimizer_to_flat(opt_d, "opt_d")
-        tensors = {**g_t, **d_t, "rng.noise": noise.get_state(), "rng.torch": torch.get_rng_state()}
+        tensors = {**g_t, **d_t, "rng.noise": noise.get_state(), "rng.augment": settings.aug_rng.get_state(), "rng.torch": torch.get_rng_state()}
         ckpt.save_checkpoint(
             run_dir,
             at_step,
@@ -285,7 +337,11 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
             z_d = torch.randn(tc.batch_size, G.z_dim, generator=noise)[lo:hi].to(info.device)
             z_g = torch.randn(tc.batch_size, G.z_dim, generator=noise)[lo:hi].to(info.device)
 
-            loss_d, loss_g, real_logits, fake_logits = gan_step(G, D, G_train, D_train, opt_g, opt_d, (d_loss_fn, g_loss_fn), real, z_d, z_g, cond)
+            factor = lr_factor(tc.lr_schedule, step, tc.steps, tc.warmup_steps)
+            for opt, base in ((opt_g, tc.lr_g), (opt_d, tc.lr_d)):
+                for group in opt.param_groups:
+                    group["lr"] = base * factor
+            loss_d, loss_g, real_logits, fake_logits = gan_step(G, D, G_train, D_train, opt_g, opt_d, settings, real, z_d, z_g, cond, step)
             ema_update(G_ema, G, min(tc.ema_beta, (1 + step) / (10 + step)))
             step += 1
 
