@@ -23,8 +23,9 @@ def _known_errors() -> tuple[type[Exception], ...]:
     from vidgan.data.video_io import VideoError
     from vidgan.training.checkpoint import CheckpointError
     from vidgan.training.loop import NonFiniteLossError, RunDirError
+    from vidgan.text import TextModelError
 
-    return (VideoError, PrepareError, DatasetError, BuiltinDataError, RunDirError, NonFiniteLossError, CheckpointError, ValueError, FileNotFoundError)
+    return (VideoError, PrepareError, DatasetError, BuiltinDataError, RunDirError, NonFiniteLossError, CheckpointError, TextModelError, ValueError, FileNotFoundError)
 
 
 @app.command()
@@ -63,7 +64,7 @@ def train(
     loss: Optional[str] = typer.Option(None, help="nonsat, hinge, wgan or lsgan"),
     penalty: Optional[str] = typer.Option(None, help="none, r1 or gp (WGAN-GP)"),
     aug: Optional[str] = typer.Option(None, help='DiffAugment policy for small datasets, e.g. "color,translation,cutout"'),
-    condition: Optional[str] = typer.Option(None, help="none, class (folder labels) or first-frame (image-to-video)"),
+    condition: Optional[str] = typer.Option(None, help="none, class (folder labels), text (captions) or first-frame (image-to-video)"),
     steps: Optional[int] = typer.Option(None, help="total training steps"),
     batch_size: Optional[int] = typer.Option(None, help="global batch size (split across torchrun processes)"),
     budget: Optional[float] = typer.Option(None, help="stop after this many seconds (checkpoint saved)"),
@@ -107,6 +108,7 @@ def generate(
     ema: bool = typer.Option(True, help="use the EMA generator"),
     grid: bool = typer.Option(True, help="also write grid.gif / grid.mp4"),
     label: Optional[int] = typer.Option(None, help="class index, for class-conditional models"),
+    text: Optional[str] = typer.Option(None, help="a sentence, for text-conditional models"),
     first_frame: Optional[Path] = typer.Option(None, help="image to animate, for image-to-video models"),
     frames: Optional[int] = typer.Option(None, help="clip length, if the model can run longer than trained (tgan, mocogan)"),
     device: str = typer.Option("cpu"),
@@ -118,8 +120,8 @@ def generate(
         pipe = VideoPipeline.from_pretrained(run, step=step, ema=ema, device=device)
         m = pipe.config.model
         frame = None if first_frame is None else load_image(first_frame, m.resolution, m.channels)
-        clips = pipe(n=n, seed=seed, label=label, first_frame=frame, frames=frames)
-        condition = {k: v for k, v in {"label": label, "first_frame": first_frame and str(first_frame), "frames": frames}.items() if v is not None}
+        clips = pipe(n=n, seed=seed, label=label, first_frame=frame, frames=frames, text=text)
+        condition = {k: v for k, v in {"label": label, "text": text, "first_frame": first_frame and str(first_frame), "frames": frames}.items() if v is not None}
         paths = save_clips(pipe, clips, out, fmt=format, seed=seed, grid=grid, condition=condition)
     except _known_errors() as err:
         _fail(err)

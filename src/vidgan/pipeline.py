@@ -26,6 +26,7 @@ class VideoPipeline:
         self.generator = generator.eval()
         self.config = config
         self.source, self.step = source, step
+        self._text_encoder = None  # loaded on first use by text-conditional models
 
     @property
     def device(self) -> torch.device:
@@ -77,12 +78,12 @@ class VideoPipeline:
         width = self.generator.z_dim if frames is None else self.generator.z_dim_for(frames)
         return torch.randn(n, width, generator=torch.Generator().manual_seed(seed))
 
-    def make_condition(self, n: int, label=None, first_frame: np.ndarray | None = None) -> Condition | None:
+    def make_condition(self, n: int, label=None, first_frame: np.ndarray | None = None, text: str | list[str] | None = None) -> Condition | None:
         """label: one class index or one per clip (class-conditional models; default cycles through
         the classes); first_frame: uint8 (H, W, C) at the model's resolution (image-to-video)."""
         kind, m = self.condition, self.config.model
         if kind == "none":
-            if label is not None or first_frame is not None:
+            if label is not None or first_frame is not None or text is not None:
                 raise ValueError(f"{self.source}: this model is unconditional; drop --label/--first-frame")
             return None
         if kind == "class":
@@ -102,16 +103,29 @@ class VideoPipeline:
                 raise ValueError(f"first frame must be uint8 {want}, got {frame.dtype} {frame.shape}; use load_image(path, size)")
             clip = to_model(np.broadcast_to(frame, (n, 1, *want)).copy())  # (n, C, 1, H, W)
             return Condition(first_frame=clip[:, :, 0])
-        raise ValueError(f"condition {kind!r} needs text input, which this pipeline does not support yet")
+        if kind == "text":
+            if text is None:
+                raise ValueError(f"{self.source}: this model is text-conditional; pass text (--text \"a red circle moving left\")")
+            sentences = [text] * n if isinstance(text, str) else list(text)
+            if len(sentences) != n:
+                raise ValueError(f"need one sentence or {n} sentences, got {len(sentences)}")
+            if self._text_encoder is None:
+                from vidgan.text import TextEncoder
+
+                self._text_encoder = TextEncoder()
+            from vidgan.text import embed_captions
+
+            return Condition(text=embed_captions(sentences, self._text_encoder))
+        raise ValueError(f"unknown condition {kind!r} in {self.source}")
 
     @torch.no_grad()
-    def __call__(self, n: int = 4, seed: int = 0, batch_size: int = 16, label=None, first_frame: np.ndarray | None = None, frames: int | None = None) -> np.ndarray:
+    def __call__(self, n: int = 4, seed: int = 0, batch_size: int = 16, label=None, first_frame: np.ndarray | None = None, frames: int | None = None, text: str | list[str] | None = None) -> np.ndarray:
         """n clips as uint8 (n, T, H, W, C); the same seed (and condition) always gives the same clips.
 
         frames: generate longer (or shorter) clips than trained, for models whose motion model allows it.
         """
         z = self.noise(n, seed, frames)
-        cond = self.make_condition(n, label, first_frame)
+        cond = self.make_condition(n, label, first_frame, text)
         extra = {} if frames is None else {"frames": frames}
         out = []
         for i in range(0, n, batch_size):

@@ -133,6 +133,29 @@ def label_of(path: Path, src: Path) -> str | None:
     return rel.parts[0] if len(rel.parts) > 1 else None
 
 
+def read_captions(src: Path) -> dict[str, str]:
+    """captions.json at the folder root: {"relative/path.mp4": "a sentence", ...} (optional)."""
+    path = src / "captions.json"
+    if not path.is_file():
+        return {}
+    try:
+        table = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise PrepareError(f"{path}: not valid JSON ({err}); fix it or remove it") from err
+    if not isinstance(table, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
+        raise PrepareError(f'{path}: must map video paths to sentences, like {{"cats/a.mp4": "a cat jumps"}}')
+    return table
+
+
+def caption_of(path: Path, rel: str, table: dict[str, str]) -> str | None:
+    """The clip's caption: captions.json first, else a sidecar text file (VIDEO.txt beside VIDEO.mp4)."""
+    if rel in table:
+        return table[rel]
+    sidecar = path.with_suffix(".txt") if path.is_file() else path.parent / f"{path.name}.txt"
+    lines = sidecar.read_text(errors="replace").strip().splitlines() if sidecar.is_file() else []
+    return lines[0].strip() if lines else None
+
+
 def cut_clips(frames: Iterator[np.ndarray], length: int, stride: int) -> Iterator[tuple[int, np.ndarray]]:
     """(start frame, clip) for every full window of `length` frames starting every `stride` frames."""
     window: list[np.ndarray] = []
@@ -222,16 +245,18 @@ def _prepare_files(sources: list[Path], src: Path, out: Path, settings: PrepareS
         log(f"skipped {s['path']}: {s['reason']}")
     writer = ShardWriter(out, index)
     stride = settings.stride or settings.frames
+    captions = read_captions(src)
     pending: list[str] = []
     bar = tqdm(todo, desc="prepare", unit="file", disable=not progress, dynamic_ncols=True)
     for path in bar:
         rel = str(path.relative_to(src))
         label = label_of(path, src)
-        n_before, reached, problem = len(writer.buffer), 0, None
+        n_before, problem = len(writer.buffer), None
+        caption = caption_of(path, rel, captions)
+        extra = {} if caption is None else {"caption": caption}
         try:
             for start, clip in cut_clips(iter_frames(path, size=settings.size, fps=settings.fps), settings.frames, stride):
-                writer.add(clip, {"source": rel, "start": start, "fps": settings.fps, "label": classes.index(label) if label else -1})
-                reached = start + settings.frames
+                writer.add(clip, {"source": rel, "start": start, "fps": settings.fps, "label": classes.index(label) if label else -1, **extra})
         except VideoError as err:
             problem = str(err).removeprefix(f"{path}: ")  # the entry names the file already
         kept = len(writer.buffer) - n_before

@@ -193,7 +193,7 @@ def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
     raise ValueError(f"unknown lr_schedule {schedule!r}; choose constant, linear or cosine")
 
 
-def batch_condition(kind: str, real: torch.Tensor, labels: torch.Tensor) -> Condition | None:
+def batch_condition(kind: str, real: torch.Tensor, labels: torch.Tensor, text: torch.Tensor | None = None) -> Condition | None:
     """The Condition a model of this kind is trained with, taken from the real batch."""
     if kind == "none":
         return None
@@ -201,7 +201,23 @@ def batch_condition(kind: str, real: torch.Tensor, labels: torch.Tensor) -> Cond
         return Condition(labels=labels)
     if kind == "first-frame":
         return Condition(first_frame=real[:, :, 0])
-    raise ValueError(f"condition {kind!r} is not supported by the trainer yet; use none, class or first-frame")
+    if kind == "text":
+        return Condition(text=text)
+    raise ValueError(f"unknown condition {kind!r}; use none, class, text or first-frame")
+
+
+def caption_embeddings(data: ClipDataset) -> torch.Tensor:
+    """(N, 384) sentence embeddings of every clip's caption, for text-conditional training."""
+    from vidgan.text import embed_captions
+
+    captions = [c.get("caption") for c in data.clips]
+    missing = sum(c is None for c in captions)
+    if missing:
+        raise ValueError(
+            f"{data.root}: {missing} of {len(captions)} clips have no caption; text conditioning needs captions "
+            "(captions.json or VIDEO.txt beside each video when preparing, or builtin:shapes)"
+        )
+    return embed_captions(captions)
 
 
 def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> Path | None:
@@ -254,11 +270,13 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
     fixed_z = torch.randn(tc.num_samples, G.z_dim, generator=torch.Generator().manual_seed(tc.seed + 2))
     # Sample grids and the diversity monitor use the first clips of the dataset as their conditions
     # (labels, first frames) and as the real reference.
-    ref_clips, ref_labels = data.get_batch(range(min(len(data), tc.num_samples)))
+    text_table = caption_embeddings(data) if cfg.model.condition == "text" else None
+    ref_index = list(range(min(len(data), tc.num_samples)))
+    ref_clips, ref_labels = data.get_batch(ref_index)
     ref_real = to_model(ref_clips)
     if cfg.model.condition == "class":
         ref_labels = torch.arange(tc.num_samples) % max(1, data.num_classes)  # every class in the grid
-    fixed_cond = batch_condition(cfg.model.condition, ref_real, ref_labels)
+    fixed_cond = batch_condition(cfg.model.condition, ref_real, ref_labels, None if text_table is None else text_table[ref_index])
     real_distance = diversity(ref_real).mean_distance
 
     step, elapsed_before = 0, 0.0
@@ -333,7 +351,8 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
             idx = order.indices(step)[lo:hi]
             clips, labels = data.get_batch(idx)
             real = to_model(clips).to(info.device)
-            cond = batch_condition(cfg.model.condition, real, labels.to(info.device))
+            text = None if text_table is None else text_table[idx].to(info.device)
+            cond = batch_condition(cfg.model.condition, real, labels.to(info.device), text)
             z_d = torch.randn(tc.batch_size, G.z_dim, generator=noise)[lo:hi].to(info.device)
             z_g = torch.randn(tc.batch_size, G.z_dim, generator=noise)[lo:hi].to(info.device)
 
