@@ -98,3 +98,20 @@ def test_demo_runs_end_to_end(tmp_path):
     assert grid.shape[0] == 16  # 16-frame clips
     assert len(list((out / "samples").glob("clip_*.mp4"))) == 16
     assert ckpt.latest_checkpoint(out / "run") is not None
+
+
+def test_truncation_and_interpolation(tiny_run, tmp_path):
+    pipe = VideoPipeline.from_pretrained(tiny_run)
+    z = pipe.noise(64, seed=3, truncation=0.5)
+    assert z.abs().max() <= 0.5 and np.array_equal(z.numpy(), pipe.noise(64, seed=3, truncation=0.5).numpy())
+    assert not np.array_equal(pipe(n=2, seed=3, truncation=0.5), pipe(n=2, seed=3))
+    morph = pipe.interpolate(0, 1, steps=5)
+    assert morph.shape[0] == 5
+    assert np.abs(morph[0].astype(int) - pipe(n=1, seed=0)[0]).max() <= 1
+    assert np.abs(morph[-1].astype(int) - pipe(n=1, seed=1)[0]).max() <= 1
+    steps = [np.abs(morph[i + 1].astype(int) - morph[i]).mean() for i in range(4)]
+    assert max(steps) < np.abs(morph[-1].astype(int) - morph[0]).mean()  # gradual, not a jump
+    out = tmp_path / "morph"
+    result = runner.invoke(app, ["generate", str(tiny_run), "--n", "4", "--interpolate", "0", "1", "--out", str(out), "--format", "gif"])
+    assert result.exit_code == 0, result.output
+    assert read_video(out / "interpolation.gif").shape[0] == 4 * 8

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+import numpy as np
 from typing import Optional
 
 import typer
@@ -111,6 +113,8 @@ def generate(
     text: Optional[str] = typer.Option(None, help="a sentence, for text-conditional models"),
     first_frame: Optional[Path] = typer.Option(None, help="image to animate, for image-to-video models"),
     frames: Optional[int] = typer.Option(None, help="clip length, if the model can run longer than trained (tgan, mocogan)"),
+    truncation: Optional[float] = typer.Option(None, help="redraw noise values beyond +-T (e.g. 1.0): fewer, more typical clips"),
+    interpolate: Optional[tuple[int, int]] = typer.Option(None, help="SEED_A SEED_B: --n clips morphing from one seed's clip to the other's"),
     device: str = typer.Option("cpu"),
 ) -> None:
     """Sample clips from a trained generator."""
@@ -120,9 +124,17 @@ def generate(
         pipe = VideoPipeline.from_pretrained(run, step=step, ema=ema, device=device)
         m = pipe.config.model
         frame = None if first_frame is None else load_image(first_frame, m.resolution, m.channels)
-        clips = pipe(n=n, seed=seed, label=label, first_frame=frame, frames=frames, text=text)
-        condition = {k: v for k, v in {"label": label, "text": text, "first_frame": first_frame and str(first_frame), "frames": frames}.items() if v is not None}
+        condition_args = {"label": label, "first_frame": frame, "text": text}
+        if interpolate:
+            clips = pipe.interpolate(interpolate[0], interpolate[1], steps=n, truncation=truncation, **condition_args)
+        else:
+            clips = pipe(n=n, seed=seed, frames=frames, truncation=truncation, **condition_args)
+        condition = {k: v for k, v in {"label": label, "text": text, "first_frame": first_frame and str(first_frame), "frames": frames, "truncation": truncation, "interpolate": interpolate}.items() if v is not None}
         paths = save_clips(pipe, clips, out, fmt=format, seed=seed, grid=grid, condition=condition)
+        if interpolate:  # the morph as one video: the clips one after another
+            from vidgan.data.video_io import write_video
+
+            write_video(out / f"interpolation.{'mp4' if format == 'png' else format}", np.concatenate(list(clips)), fps=pipe.fps)
     except _known_errors() as err:
         _fail(err)
     typer.echo(f"wrote {len(paths)} clips to {out}" + (f" (preview: {out / 'grid.gif'})" if grid else ""))

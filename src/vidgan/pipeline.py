@@ -74,9 +74,35 @@ class VideoPipeline:
     def condition(self) -> str:
         return self.config.model.condition
 
-    def noise(self, n: int, seed: int, frames: int | None = None) -> torch.Tensor:
+    def noise(self, n: int, seed: int, frames: int | None = None, truncation: float | None = None) -> torch.Tensor:
+        """Seeded noise; with `truncation`, values beyond +-truncation are redrawn (BigGAN's truncation
+        trick: less variety, more typical clips)."""
         width = self.generator.z_dim if frames is None else self.generator.z_dim_for(frames)
-        return torch.randn(n, width, generator=torch.Generator().manual_seed(seed))
+        rng = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, width, generator=rng)
+        if truncation is not None:
+            if truncation <= 0:
+                raise ValueError(f"truncation must be positive, got {truncation}")
+            for _ in range(1000):
+                outside = z.abs() > truncation
+                if not outside.any():
+                    break
+                z[outside] = torch.randn(int(outside.sum()), generator=rng)
+            z = z.clamp(-truncation, truncation)
+        return z
+
+    @torch.no_grad()
+    def interpolate(self, seed_a: int, seed_b: int, steps: int = 8, truncation: float | None = None, **condition) -> np.ndarray:
+        """Clips along the great circle between the noise of seed_a and seed_b (spherical interpolation),
+        uint8 (steps, T, H, W, C); the first equals pipe(n=1, seed=seed_a), the last pipe(n=1, seed=seed_b)."""
+        za, zb = self.noise(1, seed_a, truncation=truncation)[0], self.noise(1, seed_b, truncation=truncation)[0]
+        omega = torch.arccos((za / za.norm()).dot(zb / zb.norm()).clamp(-1, 1))
+        ts = torch.linspace(0, 1, steps)
+        if omega.abs() < 1e-6:
+            z = torch.stack([(1 - t) * za + t * zb for t in ts])
+        else:
+            z = torch.stack([(torch.sin((1 - t) * omega) * za + torch.sin(t * omega) * zb) / torch.sin(omega) for t in ts])
+        return self._generate(z, self.make_condition(steps, **condition))
 
     def make_condition(self, n: int, label=None, first_frame: np.ndarray | None = None, text: str | list[str] | None = None) -> Condition | None:
         """label: one class index or one per clip (class-conditional models; default cycles through
@@ -119,13 +145,16 @@ class VideoPipeline:
         raise ValueError(f"unknown condition {kind!r} in {self.source}")
 
     @torch.no_grad()
-    def __call__(self, n: int = 4, seed: int = 0, batch_size: int = 16, label=None, first_frame: np.ndarray | None = None, frames: int | None = None, text: str | list[str] | None = None) -> np.ndarray:
+    def __call__(self, n: int = 4, seed: int = 0, batch_size: int = 16, label=None, first_frame: np.ndarray | None = None, frames: int | None = None, text: str | list[str] | None = None, truncation: float | None = None) -> np.ndarray:
         """n clips as uint8 (n, T, H, W, C); the same seed (and condition) always gives the same clips.
 
         frames: generate longer (or shorter) clips than trained, for models whose motion model allows it.
         """
-        z = self.noise(n, seed, frames)
-        cond = self.make_condition(n, label, first_frame, text)
+        z = self.noise(n, seed, frames, truncation)
+        return self._generate(z, self.make_condition(n, label, first_frame, text), batch_size, frames)
+
+    def _generate(self, z: torch.Tensor, cond: Condition | None, batch_size: int = 16, frames: int | None = None) -> np.ndarray:
+        n = len(z)
         extra = {} if frames is None else {"frames": frames}
         out = []
         for i in range(0, n, batch_size):
