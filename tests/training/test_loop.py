@@ -13,19 +13,11 @@ import torch
 
 from conftest import read_log, tiny_config
 from vidgan.data.clips import ClipDataset
+from vidgan.metrics.pixel_stats import pixel_statistics_distance
 from vidgan.pipeline import VideoPipeline
 from vidgan.training import checkpoint as ckpt
 from vidgan.training import losses
 from vidgan.training.loop import BatchOrder, NonFiniteLossError, RunDirError, train
-
-
-def pixel_statistics_distance(fake: np.ndarray, real: np.ndarray) -> float:
-    """L1 distance between intensity histograms plus the gap in mean frame-to-frame change."""
-    bins = np.linspace(0, 256, 9)
-    h_f = np.histogram(fake, bins)[0] / fake.size
-    h_r = np.histogram(real, bins)[0] / real.size
-    motion = lambda v: np.abs(np.diff(v.astype(np.float32), axis=1)).mean() / 255  # noqa: E731
-    return float(np.abs(h_f - h_r).sum() + abs(motion(fake) - motion(real)))
 
 
 def _distance_after(run, real, steps, data, **overrides):

@@ -293,7 +293,7 @@ def _finish(out: Path, index: dict, skipped: list[dict], files: int, resumed: bo
     return PrepareResult(out, len(index["clips"]), files, skipped, resumed)
 
 
-def prepare_builtin(name: str, out: str | Path, settings: PrepareSettings, n: int | None = None, seed: int = 0, digits: int = 2, force: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> PrepareResult:
+def prepare_builtin(name: str, out: str | Path, settings: PrepareSettings, n: int | None = None, seed: int = 0, digits: int = 2, split: str = "train", force: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> PrepareResult:
     """Prepare `builtin:NAME`. Generated datasets are rebuilt whole when a run was interrupted."""
     from vidgan.data import builtin
 
@@ -307,6 +307,8 @@ def prepare_builtin(name: str, out: str | Path, settings: PrepareSettings, n: in
         options["n"] = n
     if name == "moving-mnist":
         options["digits"] = digits
+        if split != "train":  # held-out digits, for evaluation
+            options["split"] = split
     data = builtin.builtin_clips(name, **options)
     settings = PrepareSettings(size=settings.size, frames=settings.frames, fps=data.fps, channels=data.channels)
     source_id = f"builtin:{name}?" + "&".join(f"{k}={v}" for k, v in sorted(options.items()))
