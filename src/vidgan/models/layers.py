@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +54,52 @@ def count_parameters(module: nn.Module) -> int:
 
 def leaky_relu(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, 0.2)
+
+
+def spatial_doublings(resolution: int) -> int:
+    """How many 2x blocks take a 4x4 map to `resolution`: every model starts and ends at 4x4."""
+    n = math.log2(resolution / 4)
+    if resolution < 8 or n != int(n):
+        raise ValueError(f"resolution must be a power of two >= 8, got {resolution}")
+    return int(n)
+
+
+def generator_widths(g_channels: int, max_channels: int, blocks: int) -> list[int]:
+    """Generator widths from the 4x4 block outwards: g_channels (capped) halving per block, at least 8."""
+    return [min(max_channels, max(8, g_channels // 2**i)) for i in range(blocks)]
+
+
+def discriminator_width(d_channels: int, depth: int, max_channels: int) -> int:
+    """Discriminator width after `depth` + 1 downsampling blocks: d_channels doubling per block, capped."""
+    return max(1, min(max_channels, d_channels * 2**depth))
+
+
+class ImageDecoder(nn.Module):
+    """DCGAN's generator: (N, in_dim) vectors -> (N, out_channels, resolution, resolution) images in [-1, 1].
+
+    A 4x4 transposed convolution from the vector, then one transposed convolution per 2x upsampling
+    with BatchNorm + ReLU between and tanh at the end. It is the per-frame image generator of TGAN and
+    MoCoGAN and the background stream of the two-stream VideoGAN; widths follow the same rule as
+    VideoGAN's generator, so a preset sizes it the same way.
+    """
+
+    def __init__(self, in_dim: int, out_channels: int, resolution: int, g_channels: int, max_channels: int):
+        super().__init__()
+        n = spatial_doublings(resolution)
+        widths = generator_widths(g_channels, max_channels, n)
+        layers: list[nn.Module] = [nn.ConvTranspose2d(in_dim, widths[0], 4, bias=False), BatchNorm(widths[0]), nn.ReLU(inplace=True)]
+        for i in range(n):
+            last = i == n - 1
+            out = out_channels if last else widths[i + 1]
+            layers.append(nn.ConvTranspose2d(widths[i], out, 4, stride=2, padding=1, bias=last))
+            layers += [nn.Tanh()] if last else [BatchNorm(out), nn.ReLU(inplace=True)]
+        self.net = nn.Sequential(*layers)
+        for m in self.modules():
+            if isinstance(m, nn.ConvTranspose2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)  # DCGAN init
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x[:, :, None, None])
 
 
 CONDITIONS = ("none", "class", "text", "first-frame")

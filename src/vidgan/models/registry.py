@@ -1,8 +1,10 @@
 """Model registry: name -> builder(ModelConfig) -> (generator, discriminator).
 
 Every generator maps noise `z` of shape (B, z_dim) to videos (B, C, T, H, W) in [-1, 1] and
-has `z_dim`; every discriminator maps such videos to logits of shape (B,). The trainer,
-sampling and metrics rely on nothing else.
+has `z_dim`; `G(z, cond=None, frames=None)` and `G.z_dim_for(frames)` (the noise width for a
+clip of that length; VideoGANs raise ValueError for any length but the trained one). Every
+discriminator maps such videos to logits of shape (B,), or (B, K) for K heads (the losses
+average over all of them). The trainer, sampling and metrics rely on nothing else.
 """
 
 from __future__ import annotations
@@ -39,4 +41,4 @@ def build_model(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
 
 def _import_builtin_models() -> None:
     # Imported for their @register side effect; kept lazy so `import vidgan` stays light.
-    from vidgan.models import videogan  # noqa: F401
+    from vidgan.models import mocogan, tgan, videogan  # noqa: F401

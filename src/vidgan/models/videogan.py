@@ -4,17 +4,29 @@ Generator: noise -> transposed 3D convolutions that double height and width (and
 needed) at every block -> tanh video. Discriminator: the mirror image, strided 3D convolutions
 down to one logit. At 64x64x32 with the 64px preset this is the paper's network
 (512-256-128-64 generator channels; 12.7M / 11.0M parameters).
+
+"videogan" is the paper's one-stream baseline; "videogan-2stream" (TwoStreamGenerator, below) is its
+main model: a moving foreground over a static background, blended by a learned mask.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn as nn
 
 from vidgan.config import ModelConfig
-from vidgan.models.layers import BatchNorm, Condition, ConditionEncoder, leaky_relu, maybe_spectral_norm, projection
+from vidgan.models.layers import (
+    BatchNorm,
+    Condition,
+    ConditionEncoder,
+    ImageDecoder,
+    discriminator_width,
+    generator_widths,
+    leaky_relu,
+    maybe_spectral_norm,
+    projection,
+    spatial_doublings,
+)
 from vidgan.models.registry import register
 
 
@@ -25,52 +37,113 @@ def video_pyramid(cfg: ModelConfig) -> tuple[int, list[bool]]:
     has factors of two (at most n), in the blocks nearest the output; the rest is the first block's
     temporal extent. frames=32, n=4 -> starts at 2 frames; frames=20, n=4 -> starts at 5 frames.
     """
-    n = math.log2(cfg.resolution / 4)
-    if cfg.resolution < 8 or n != int(n):
-        raise ValueError(f"resolution must be a power of two >= 8, got {cfg.resolution}")
-    n = int(n)
+    n = spatial_doublings(cfg.resolution)
     twos = (cfg.frames & -cfg.frames).bit_length() - 1  # factors of two in frames
     ups = min(n, twos)
     return cfg.frames >> ups, [i >= n - ups for i in range(n)]
 
 
-def _channels(base: int, depth: int, cap: int) -> int:
-    return max(1, min(cap, base * 2**depth))
+def video_decoder(cfg: ModelConfig, in_dim: int, out_channels: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """The 3D upsampling stack: (B, in_dim, 1, 1, 1) -> stem -> blocks -> (B, out_channels, T, H, W).
+
+    The last block ends in its transposed convolution: the caller picks the output activation.
+    """
+    t0, time_ups = video_pyramid(cfg)
+    n = len(time_ups)
+    widths = generator_widths(cfg.g_channels, cfg.max_channels, n)  # widest at 4x4, halving outwards
+    stem = nn.Sequential(
+        nn.ConvTranspose3d(in_dim, widths[0], kernel_size=(t0, 4, 4), bias=False),
+        BatchNorm(widths[0]),
+        nn.ReLU(inplace=True),
+    )
+    blocks = []
+    for i, up_t in enumerate(time_ups):
+        last = i == n - 1
+        out = out_channels if last else widths[i + 1]
+        kt, st = (4, 2) if up_t else (3, 1)
+        blocks.append(nn.ConvTranspose3d(widths[i], out, (kt, 4, 4), stride=(st, 2, 2), padding=1, bias=last))
+        if not last:
+            blocks += [BatchNorm(out), nn.ReLU(inplace=True)]
+    for m in [*stem, *blocks]:
+        if isinstance(m, nn.ConvTranspose3d):
+            nn.init.normal_(m.weight, 0.0, 0.02)  # DCGAN init, as in the paper
+    return stem, nn.Sequential(*blocks)
+
+
+def check_frames(frames: int | None, trained: int) -> None:
+    """VideoGAN's time axis is fixed by its architecture: it generates the length it was built for only."""
+    if frames is not None and frames != trained:
+        raise ValueError(f"this VideoGAN generates {trained} frames only (got frames={frames}); tgan and mocogan can generate longer clips")
 
 
 class Generator(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.z_dim = cfg.z_dim
-        t0, time_ups = video_pyramid(cfg)
-        n = len(time_ups)
+        self.z_dim, self.frames = cfg.z_dim, cfg.frames
         self.cond = ConditionEncoder(cfg.condition, cfg.cond_dim, cfg.num_classes, cfg.text_dim, cfg.channels)
         z_in = cfg.z_dim + (cfg.cond_dim if self.cond.active else 0)
-        # widths halve from the widest (g_channels, at 4x4) towards the output
-        widths = [min(cfg.max_channels, max(8, cfg.g_channels // 2**i)) for i in range(n)]
-        self.stem = nn.Sequential(
-            nn.ConvTranspose3d(z_in, widths[0], kernel_size=(t0, 4, 4), bias=False),
-            BatchNorm(widths[0]),
-            nn.ReLU(inplace=True),
-        )
-        blocks = []
-        for i, up_t in enumerate(time_ups):
-            last = i == n - 1
-            out = cfg.channels if last else widths[i + 1]
-            kt, st = (4, 2) if up_t else (3, 1)
-            conv = nn.ConvTranspose3d(widths[i], out, (kt, 4, 4), stride=(st, 2, 2), padding=1, bias=last)
-            blocks += [conv, nn.Tanh()] if last else [conv, BatchNorm(out), nn.ReLU(inplace=True)]
-        self.blocks = nn.Sequential(*blocks)
-        for m in self.modules():
-            if isinstance(m, (nn.ConvTranspose3d, nn.Conv3d)):
-                nn.init.normal_(m.weight, 0.0, 0.02)  # DCGAN init, as in the paper
+        self.stem, self.blocks = video_decoder(cfg, z_in, cfg.channels)
+        self.blocks.append(nn.Tanh())
 
-    def forward(self, z: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
+    def z_dim_for(self, frames: int) -> int:
+        check_frames(frames, self.frames)
+        return self.z_dim
+
+    def forward(self, z: torch.Tensor, cond: Condition | None = None, frames: int | None = None) -> torch.Tensor:
+        check_frames(frames, self.frames)
         c = self.cond(cond)
         if c is not None:
             z = torch.cat([z, c], dim=1)
         video = self.blocks(self.stem(z.view(z.shape[0], -1, 1, 1, 1)))
         return with_first_frame(video, cond) if self.cond.kind == "first-frame" else video
+
+
+class TwoStreamGenerator(nn.Module):
+    """Vondrick et al.'s main generator: a moving foreground over a static background.
+
+    The paper's prior is a still camera: most pixels of a clip do not move, so spending a whole 3D
+    stream on them wastes capacity and lets the background flicker. The foreground stream is the
+    one-stream generator's 3D stack with C + 1 output channels: C for the foreground video f (tanh)
+    and one for a mask m (sigmoid) saying, per pixel and frame, how much of the foreground shows.
+    (One conv with C + 1 outputs is two heads on the same features: each output channel has its own
+    weights.) The background stream draws one image b from the same noise with 2D transposed
+    convolutions, and the clip is m * f + (1 - m) * b with b repeated over time.
+
+    The paper adds a small L1 sparsity prior lambda * |m| to G's loss so the foreground covers only
+    what moves. `last_mask` holds the (B, 1, T, H, W) mask of the latest forward, still attached to
+    the graph, for a trainer to add `lambda * G.last_mask.abs().mean()` to the generator loss; this
+    module does not apply it.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.z_dim, self.frames, self.channels = cfg.z_dim, cfg.frames, cfg.channels
+        self.cond = ConditionEncoder(cfg.condition, cfg.cond_dim, cfg.num_classes, cfg.text_dim, cfg.channels)
+        z_in = cfg.z_dim + (cfg.cond_dim if self.cond.active else 0)
+        self.stem, self.blocks = video_decoder(cfg, z_in, cfg.channels + 1)
+        self.background = ImageDecoder(z_in, cfg.channels, cfg.resolution, cfg.g_channels, cfg.max_channels)
+        self.last_mask: torch.Tensor | None = None
+
+    def z_dim_for(self, frames: int) -> int:
+        check_frames(frames, self.frames)
+        return self.z_dim
+
+    def forward(self, z: torch.Tensor, cond: Condition | None = None, frames: int | None = None) -> torch.Tensor:
+        check_frames(frames, self.frames)
+        c = self.cond(cond)
+        if c is not None:
+            z = torch.cat([z, c], dim=1)
+        out = self.blocks(self.stem(z.view(z.shape[0], -1, 1, 1, 1)))
+        foreground = torch.tanh(out[:, : self.channels])
+        mask = torch.sigmoid(out[:, self.channels :])
+        background = self.background(z).unsqueeze(2)  # (B, C, 1, H, W): the same image at every frame
+        self.last_mask = mask
+        video = mask * foreground + (1 - mask) * background
+        return with_first_frame(video, cond) if self.cond.kind == "first-frame" else video
+
+    def __getstate__(self):
+        # copy.deepcopy (the trainer's EMA copy) cannot copy a tensor that is part of a graph.
+        return {**super().__getstate__(), "last_mask": None}
 
 
 class Discriminator(nn.Module):
@@ -81,7 +154,7 @@ class Discriminator(nn.Module):
         sn = cfg.spectral_norm
         layers, ch_in = [], cfg.channels
         for i, down_t in enumerate(downs):
-            ch_out = _channels(cfg.d_channels, i, cfg.max_channels)
+            ch_out = discriminator_width(cfg.d_channels, i, cfg.max_channels)
             kt, st = (4, 2) if down_t else (3, 1)
             layers.append(maybe_spectral_norm(nn.Conv3d(ch_in, ch_out, (kt, 4, 4), stride=(st, 2, 2), padding=1), sn))
             ch_in = ch_out
@@ -106,3 +179,8 @@ def with_first_frame(video: torch.Tensor, cond: Condition) -> torch.Tensor:
 @register("videogan")
 def build_videogan(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
     return Generator(cfg), Discriminator(cfg)
+
+
+@register("videogan-2stream")
+def build_videogan_2stream(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
+    return TwoStreamGenerator(cfg), Discriminator(cfg)
