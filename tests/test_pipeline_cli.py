@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from conftest import tiny_config
@@ -115,3 +116,35 @@ def test_truncation_and_interpolation(tiny_run, tmp_path):
     result = runner.invoke(app, ["generate", str(tiny_run), "--n", "4", "--interpolate", "0", "1", "--out", str(out), "--format", "gif"])
     assert result.exit_code == 0, result.output
     assert read_video(out / "interpolation.gif").shape[0] == 4 * 8
+
+
+def test_mocogan_hold_content_or_motion_and_longer_clips(mnist_data, tmp_path):
+    run = tmp_path / "moco"
+    train(tiny_config(mnist_data, **{"train.steps": 10, "model.name": "mocogan"}), run, progress=False, log=lambda s: None)
+    pipe = VideoPipeline.from_pretrained(run, ema=False)  # the raw G: the EMA of 10 steps is still flat
+    z = pipe.noise(3, seed=0)
+    held = pipe.hold(z, "content")
+    content, motion = pipe.generator.split_z(held)
+    assert torch.equal(content[1], content[0]) and not torch.equal(motion[1], motion[0])
+    content, motion = pipe.generator.split_z(pipe.hold(z, "motion"))
+    assert torch.equal(motion[2], motion[0]) and not torch.equal(content[2], content[0])
+    same_subject = pipe(n=3, seed=0, hold="content")
+    assert same_subject.shape == (3, 8, 32, 32, 1) and not np.array_equal(same_subject[0], same_subject[1])
+    long = pipe(n=2, seed=0, frames=16)
+    assert long.shape[1] == 16
+    result = runner.invoke(app, ["generate", str(run), "--n", "2", "--hold", "motion", "--frames", "12", "--out", str(tmp_path / "g"), "--no-grid"])
+    assert result.exit_code == 0, result.output
+    assert probe(tmp_path / "g" / "clip_00000.mp4").frames == 12
+    with pytest.raises(ValueError, match="content' or 'motion"):
+        pipe.hold(z, "both")
+
+
+def test_two_stream_mask_prior_shrinks_the_mask(mnist_data, tmp_path):
+    sizes = {}
+    for weight in (0.0, 5.0):
+        run = tmp_path / f"m{weight}"
+        train(tiny_config(mnist_data, **{"train.steps": 40, "model.name": "videogan-2stream", "loss.mask_l1": weight}), run, progress=False, log=lambda s: None)
+        pipe = VideoPipeline.from_pretrained(run, ema=False)
+        pipe(n=8, seed=0)
+        sizes[weight] = pipe.generator.last_mask.mean().item()
+    assert sizes[5.0] < 0.8 * sizes[0.0], sizes

@@ -114,6 +114,7 @@ def generate(
     first_frame: Optional[Path] = typer.Option(None, help="image to animate, for image-to-video models"),
     frames: Optional[int] = typer.Option(None, help="clip length, if the model can run longer than trained (tgan, mocogan)"),
     truncation: Optional[float] = typer.Option(None, help="redraw noise values beyond +-T (e.g. 1.0): fewer, more typical clips"),
+    hold: Optional[str] = typer.Option(None, help="mocogan: 'content' (one subject, varied motion) or 'motion' (one motion, varied subjects)"),
     interpolate: Optional[tuple[int, int]] = typer.Option(None, help="SEED_A SEED_B: --n clips morphing from one seed's clip to the other's"),
     device: str = typer.Option("cpu"),
 ) -> None:
@@ -128,8 +129,8 @@ def generate(
         if interpolate:
             clips = pipe.interpolate(interpolate[0], interpolate[1], steps=n, truncation=truncation, **condition_args)
         else:
-            clips = pipe(n=n, seed=seed, frames=frames, truncation=truncation, **condition_args)
-        condition = {k: v for k, v in {"label": label, "text": text, "first_frame": first_frame and str(first_frame), "frames": frames, "truncation": truncation, "interpolate": interpolate}.items() if v is not None}
+            clips = pipe(n=n, seed=seed, frames=frames, truncation=truncation, hold=hold, **condition_args)
+        condition = {k: v for k, v in {"label": label, "text": text, "first_frame": first_frame and str(first_frame), "frames": frames, "truncation": truncation, "interpolate": interpolate, "hold": hold}.items() if v is not None}
         paths = save_clips(pipe, clips, out, fmt=format, seed=seed, grid=grid, condition=condition)
         if interpolate:  # the morph as one video: the clips one after another
             from vidgan.data.video_io import write_video

@@ -52,6 +52,7 @@ class LossConfig(_Strict):
     penalty_weight: float = 10.0  # gamma for R1 (applied as gamma/2), lambda for GP
     penalty_every: int = 1  # lazy regularisation: every N D steps, weighted by N
     augment: str = ""  # DiffAugment policy for real and fake clips, e.g. "color,translation,cutout"
+    mask_l1: float = 0.0  # videogan-2stream: L1 sparsity prior on the foreground mask (the paper used 0.1)
 
 
 class TrainConfig(_Strict):

@@ -145,13 +145,30 @@ class VideoPipeline:
         raise ValueError(f"unknown condition {kind!r} in {self.source}")
 
     @torch.no_grad()
-    def __call__(self, n: int = 4, seed: int = 0, batch_size: int = 16, label=None, first_frame: np.ndarray | None = None, frames: int | None = None, text: str | list[str] | None = None, truncation: float | None = None) -> np.ndarray:
+    def __call__(self, n: int = 4, seed: int = 0, batch_size: int = 16, label=None, first_frame: np.ndarray | None = None, frames: int | None = None, text: str | list[str] | None = None, truncation: float | None = None, hold: str | None = None) -> np.ndarray:
         """n clips as uint8 (n, T, H, W, C); the same seed (and condition) always gives the same clips.
 
         frames: generate longer (or shorter) clips than trained, for models whose motion model allows it.
+        hold: "content" (same subject, n different motions) or "motion" (same motion, n subjects), for
+        models that separate the two (mocogan).
         """
         z = self.noise(n, seed, frames, truncation)
+        if hold is not None:
+            z = self.hold(z, hold)
         return self._generate(z, self.make_condition(n, label, first_frame, text), batch_size, frames)
+
+    def hold(self, z: torch.Tensor, part: str) -> torch.Tensor:
+        """Copy clip 0's content (or motion) code to every clip of z."""
+        if not hasattr(self.generator, "split_z"):
+            raise ValueError(f"{self.config.model.name} does not separate content and motion; --hold needs mocogan")
+        content, motion = self.generator.split_z(z)
+        if part == "content":
+            content = content[:1].expand_as(content)
+        elif part == "motion":
+            motion = motion[:1].expand_as(motion)
+        else:
+            raise ValueError(f"hold must be 'content' or 'motion', got {part!r}")
+        return self.generator.join_z(content, motion)
 
     def _generate(self, z: torch.Tensor, cond: Condition | None, batch_size: int = 16, frames: int | None = None) -> np.ndarray:
         n = len(z)

@@ -129,6 +129,7 @@ class StepSettings:
     penalty_every: int = 1
     augment: str = ""
     aug_rng: torch.Generator | None = None
+    mask_l1: float = 0.0
 
     @classmethod
     def from_config(cls, loss: LossConfig, seed: int) -> StepSettings:
@@ -136,7 +137,7 @@ class StepSettings:
             raise ValueError(f"unknown penalty {loss.penalty!r}; choose one of {', '.join(PENALTIES)}")
         augment(torch.zeros(1, 1, 1, 8, 8), loss.augment)  # an unknown policy fails now, not at step 1
         d_loss, g_loss = get_loss(loss.name)
-        return cls(d_loss, g_loss, loss.smoothing, loss.penalty, loss.penalty_weight, loss.penalty_every, loss.augment, torch.Generator().manual_seed(seed + 3))
+        return cls(d_loss, g_loss, loss.smoothing, loss.penalty, loss.penalty_weight, loss.penalty_every, loss.augment, torch.Generator().manual_seed(seed + 3), loss.mask_l1)
 
     def aug(self, x: torch.Tensor) -> torch.Tensor:
         return augment(x, self.augment, self.aug_rng) if self.augment else x
@@ -172,8 +173,11 @@ def gan_step(G, D, G_train, D_train, opt_g, opt_d, settings: StepSettings, real,
     # Generator step: D's weights are frozen and used unwrapped (no DDP sync for D here).
     D.requires_grad_(False)
     loss_g = settings.g_loss(D(settings.aug(G_train(z_g, cond)), cond))
+    total_g = loss_g
+    if settings.mask_l1 and getattr(G, "last_mask", None) is not None:  # two-stream: keep the foreground small
+        total_g = total_g + settings.mask_l1 * G.last_mask.abs().mean()
     opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
+    total_g.backward()
     opt_g.step()
     D.requires_grad_(True)
     return loss_d.detach(), loss_g.detach(), real_logits.detach(), fake_logits.detach()
