@@ -152,6 +152,15 @@ class ConditionEncoder(nn.Module):
     def active(self) -> bool:
         return self.kind != "none"
 
+    def width_with(self, width: int) -> int:
+        """Width of a code after `attach`: the condition's embedding is appended to it."""
+        return width + (self.dim if self.active else 0)
+
+    def attach(self, code: torch.Tensor, cond: Condition | None) -> torch.Tensor:
+        """`code` (B, width) with the condition's embedding appended; unchanged for unconditional models."""
+        c = self(cond)
+        return code if c is None else torch.cat([code, c], dim=1)
+
     def forward(self, cond: Condition | None) -> torch.Tensor | None:
         if not self.active:
             return None

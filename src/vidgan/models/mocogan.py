@@ -47,7 +47,7 @@ class Generator(nn.Module):
         self.noise_dim, self.motion_dim, self.frames = cfg.noise_dim, cfg.motion_dim, cfg.frames
         self.z_dim = self.z_dim_for(cfg.frames)
         self.cond = ConditionEncoder(cfg.condition, cfg.cond_dim, cfg.num_classes, cfg.text_dim, cfg.channels)
-        content_in = self.content_dim + (cfg.cond_dim if self.cond.active else 0)  # the condition is content
+        content_in = self.cond.width_with(self.content_dim)  # the condition is content
         self.motion = nn.GRUCell(cfg.noise_dim, cfg.motion_dim)
         self.image = ImageDecoder(content_in + cfg.motion_dim, cfg.channels, cfg.resolution, cfg.g_channels, cfg.max_channels)
 
@@ -70,9 +70,7 @@ class Generator(nn.Module):
                 f"(G.z_dim_for({frames})), got {z.shape[1]}"
             )
         content, eps = self.split_z(z)
-        c = self.cond(cond)
-        if c is not None:
-            content = torch.cat([content, c], dim=1)
+        content = self.cond.attach(content, cond)
         m = z.new_zeros(z.shape[0], self.motion_dim)
         codes = []
         for t in range(frames):

@@ -50,7 +50,7 @@ class Generator(nn.Module):
         super().__init__()
         self.z_dim, self.frames = cfg.z_dim, cfg.frames
         self.cond = ConditionEncoder(cfg.condition, cfg.cond_dim, cfg.num_classes, cfg.text_dim, cfg.channels)
-        z_in = cfg.z_dim + (cfg.cond_dim if self.cond.active else 0)
+        z_in = self.cond.width_with(cfg.z_dim)
         frame_dim = cfg.frame_dim or cfg.z_dim
         self.temporal = TemporalGenerator(z_in, frame_dim)
         self.image = ImageDecoder(z_in + frame_dim, cfg.channels, cfg.resolution, cfg.g_channels, cfg.max_channels)
@@ -62,9 +62,7 @@ class Generator(nn.Module):
         frames = self.frames if frames is None else frames
         if frames < 1:
             raise ValueError(f"frames must be >= 1, got {frames}")
-        c = self.cond(cond)
-        if c is not None:
-            z = torch.cat([z, c], dim=1)
+        z = self.cond.attach(z, cond)
         path = self.temporal(z, frames)  # (B, T, frame_dim)
         per_frame = torch.cat([z.unsqueeze(1).expand(-1, frames, -1), path], dim=2)  # [z0, z_t] for each t
         images = self.image(per_frame.flatten(0, 1))  # all B * T frames in one batch: (B*T, C, H, W)

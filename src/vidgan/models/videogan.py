@@ -81,7 +81,7 @@ class Generator(nn.Module):
         super().__init__()
         self.z_dim, self.frames = cfg.z_dim, cfg.frames
         self.cond = ConditionEncoder(cfg.condition, cfg.cond_dim, cfg.num_classes, cfg.text_dim, cfg.channels)
-        z_in = cfg.z_dim + (cfg.cond_dim if self.cond.active else 0)
+        z_in = self.cond.width_with(cfg.z_dim)
         self.stem, self.blocks = video_decoder(cfg, z_in, cfg.channels)
         self.blocks.append(nn.Tanh())
 
@@ -91,9 +91,7 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, cond: Condition | None = None, frames: int | None = None) -> torch.Tensor:
         check_frames(frames, self.frames)
-        c = self.cond(cond)
-        if c is not None:
-            z = torch.cat([z, c], dim=1)
+        z = self.cond.attach(z, cond)
         video = self.blocks(self.stem(z.view(z.shape[0], -1, 1, 1, 1)))
         return with_first_frame(video, cond) if self.cond.kind == "first-frame" else video
 
@@ -119,7 +117,7 @@ class TwoStreamGenerator(nn.Module):
         super().__init__()
         self.z_dim, self.frames, self.channels = cfg.z_dim, cfg.frames, cfg.channels
         self.cond = ConditionEncoder(cfg.condition, cfg.cond_dim, cfg.num_classes, cfg.text_dim, cfg.channels)
-        z_in = cfg.z_dim + (cfg.cond_dim if self.cond.active else 0)
+        z_in = self.cond.width_with(cfg.z_dim)
         self.stem, self.blocks = video_decoder(cfg, z_in, cfg.channels + 1)
         self.background = ImageDecoder(z_in, cfg.channels, cfg.resolution, cfg.g_channels, cfg.max_channels)
         self.last_mask: torch.Tensor | None = None
@@ -130,9 +128,7 @@ class TwoStreamGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, cond: Condition | None = None, frames: int | None = None) -> torch.Tensor:
         check_frames(frames, self.frames)
-        c = self.cond(cond)
-        if c is not None:
-            z = torch.cat([z, c], dim=1)
+        z = self.cond.attach(z, cond)
         out = self.blocks(self.stem(z.view(z.shape[0], -1, 1, 1, 1)))
         foreground = torch.tanh(out[:, : self.channels])
         mask = torch.sigmoid(out[:, self.channels :])
