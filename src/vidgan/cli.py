@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -96,7 +97,8 @@ def train(
         result = run_train(cfg, out, resume=resume, device=device, progress=progress)
     except _known_errors() as err:
         _fail(err)
-    typer.echo(f"{result.run_dir}: step {result.step}, loss D {result.loss_d:.4f} G {result.loss_g:.4f}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary line, not one per process
+        typer.echo(f"{result.run_dir}: step {result.step}, loss D {result.loss_d:.4f} G {result.loss_g:.4f}")
 
 
 @app.command()

@@ -48,8 +48,12 @@ def diversity(videos: torch.Tensor, reference_distance: float | None = None, dup
     return Diversity(mean, (dists < duplicate_fraction * ref).float().mean().item())
 
 
-def collapse_warning(gen: Diversity, real_distance: float, ratio: float = 0.25, max_duplicates: float = 0.5) -> str | None:
-    """A one-line warning when generated clips are far less diverse than real ones, else None."""
+def collapse_warning(gen: Diversity, real_distance: float, ratio: float = 0.1, max_duplicates: float = 0.5) -> str | None:
+    """A one-line warning when generated clips are far less diverse than real ones, else None.
+
+    The thresholds are loose on purpose: early, blurry samples are naturally less diverse than
+    real clips (often 10-25% of the real distance on Moving MNIST) without having collapsed;
+    half the pairs being near-duplicates, or a tenth of the real spread, is collapse."""
     if gen.mean_distance < ratio * real_distance or gen.near_duplicates > max_duplicates:
         return (
             f"possible mode collapse: sample diversity {gen.mean_distance:.3g} vs real {real_distance:.3g}, "

@@ -9,7 +9,22 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.distributed.nn.functional import all_reduce
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over DDP ranks whose gradient is the sum of the ranks' gradients (the adjoint of a sum)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
 
 
 class BatchNorm(nn.BatchNorm3d):
@@ -31,7 +46,7 @@ class BatchNorm(nn.BatchNorm3d):
         dims = [0] + list(range(2, x.dim()))
         count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
         stats = torch.cat([count, x.sum(dims), (x * x).sum(dims)])
-        stats = all_reduce(stats)
+        stats = _AllReduceSum.apply(stats)
         n = stats[0]
         mean = stats[1 : 1 + x.shape[1]] / n
         var = (stats[1 + x.shape[1] :] / n - mean * mean).clamp_min(0)

@@ -348,7 +348,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
     bar = tqdm(total=bar_total, initial=step, desc="train", unit="step", disable=not (progress and info.is_main), dynamic_ncols=True)
     t_start = time.monotonic()
     t_log, clips_seen, clips_per_s = time.monotonic(), 0, 0.0
-    stopped, stats = "steps", torch.zeros(5)
+    stopped, stats, collapsed_logs = "steps", torch.zeros(5), 0
     lo, hi = info.rank * local_batch, (info.rank + 1) * local_batch
     try:
         while step < tc.steps:
@@ -389,8 +389,10 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
                 if info.is_main and tc.num_samples >= 2:
                     div = diversity(fixed_samples(), reference_distance=real_distance)
                     record |= div.as_dict() | {"real_diversity": real_distance}
-                    warning = collapse_warning(div, real_distance)
-                    if warning and step > tc.warmup_collapse_steps:
+                    warning = collapse_warning(div, real_distance) if step > tc.warmup_collapse_steps else None
+                    # Say it when it starts, then every 20th logged step while it lasts: not every line.
+                    collapsed_logs = collapsed_logs + 1 if warning else 0
+                    if warning and collapsed_logs % 20 == 1:
                         with tqdm.external_write_mode():
                             log(f"step {step}: {warning}")
                 left = {} if tc.time_budget is None else {"budget_left": f"{max(0.0, tc.time_budget - (now - t_start)):.0f}s"}
