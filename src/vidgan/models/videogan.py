@@ -77,26 +77,30 @@ def check_frames(frames: int | None, trained: int) -> None:
 
 
 class Generator(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, extra_channels: int = 0):
         super().__init__()
-        self.z_dim, self.frames = cfg.z_dim, cfg.frames
+        self.z_dim, self.frames, self.channels = cfg.z_dim, cfg.frames, cfg.channels
         self.cond = ConditionEncoder(cfg.condition, cfg.cond_dim, cfg.num_classes, cfg.text_dim, cfg.channels)
-        z_in = self.cond.width_with(cfg.z_dim)
-        self.stem, self.blocks = video_decoder(cfg, z_in, cfg.channels)
-        self.blocks.append(nn.Tanh())
+        self.stem, self.blocks = video_decoder(cfg, self.cond.width_with(cfg.z_dim), cfg.channels + extra_channels)
 
     def z_dim_for(self, frames: int) -> int:
         check_frames(frames, self.frames)
         return self.z_dim
 
-    def forward(self, z: torch.Tensor, cond: Condition | None = None, frames: int | None = None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, cond: Condition | None, frames: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The 3D stack's raw output (B, C + extra, T, H, W) and the conditioned noise it came from."""
         check_frames(frames, self.frames)
         z = self.cond.attach(z, cond)
-        video = self.blocks(self.stem(z.view(z.shape[0], -1, 1, 1, 1)))
+        return self.blocks(self.stem(z.view(z.shape[0], -1, 1, 1, 1))), z
+
+    def finish(self, video: torch.Tensor, cond: Condition | None) -> torch.Tensor:
         return with_first_frame(video, cond) if self.cond.kind == "first-frame" else video
 
+    def forward(self, z: torch.Tensor, cond: Condition | None = None, frames: int | None = None) -> torch.Tensor:
+        return self.finish(torch.tanh(self.decode(z, cond, frames)[0]), cond)
 
-class TwoStreamGenerator(nn.Module):
+
+class TwoStreamGenerator(Generator):
     """Vondrick et al.'s main generator: a moving foreground over a static background.
 
     The paper's prior is a still camera: most pixels of a clip do not move, so spending a whole 3D
@@ -114,28 +118,17 @@ class TwoStreamGenerator(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.z_dim, self.frames, self.channels = cfg.z_dim, cfg.frames, cfg.channels
-        self.cond = ConditionEncoder(cfg.condition, cfg.cond_dim, cfg.num_classes, cfg.text_dim, cfg.channels)
-        z_in = self.cond.width_with(cfg.z_dim)
-        self.stem, self.blocks = video_decoder(cfg, z_in, cfg.channels + 1)
-        self.background = ImageDecoder(z_in, cfg.channels, cfg.resolution, cfg.g_channels, cfg.max_channels)
+        super().__init__(cfg, extra_channels=1)
+        self.background = ImageDecoder(self.cond.width_with(cfg.z_dim), cfg.channels, cfg.resolution, cfg.g_channels, cfg.max_channels)
         self.last_mask: torch.Tensor | None = None
 
-    def z_dim_for(self, frames: int) -> int:
-        check_frames(frames, self.frames)
-        return self.z_dim
-
     def forward(self, z: torch.Tensor, cond: Condition | None = None, frames: int | None = None) -> torch.Tensor:
-        check_frames(frames, self.frames)
-        z = self.cond.attach(z, cond)
-        out = self.blocks(self.stem(z.view(z.shape[0], -1, 1, 1, 1)))
+        out, z = self.decode(z, cond, frames)
         foreground = torch.tanh(out[:, : self.channels])
         mask = torch.sigmoid(out[:, self.channels :])
         background = self.background(z).unsqueeze(2)  # (B, C, 1, H, W): the same image at every frame
         self.last_mask = mask
-        video = mask * foreground + (1 - mask) * background
-        return with_first_frame(video, cond) if self.cond.kind == "first-frame" else video
+        return self.finish(mask * foreground + (1 - mask) * background, cond)
 
     def __getstate__(self):
         # copy.deepcopy (the trainer's EMA copy) cannot copy a tensor that is part of a graph.
