@@ -85,3 +85,14 @@ def test_training_logs_diversity_and_warns_on_collapse(mnist_data, tmp_path, mon
     assert log[-1]["near_duplicates"] == 1.0
     warned = [m for m in messages if "mode collapse" in m]
     assert [m.split(":")[0] for m in warned] == ["step 1", "step 21"]  # when it starts, then every 20 logged steps
+
+
+def test_conditional_run_on_a_dataset_smaller_than_the_sample_grid(tmp_path):
+    """Fixed samples need one condition per noise vector even when the dataset has fewer clips."""
+    from vidgan.data.prepare import PrepareSettings, prepare
+
+    prepare("builtin:moving-mnist", tmp_path / "d", PrepareSettings(size=32, frames=8), n=5, seed=0, progress=False, log=lambda s: None)
+    result = train(tiny_config(tmp_path / "d", **{"train.steps": 2, "model.condition": "first-frame"}), tmp_path / "r", progress=False, log=lambda s: None)
+    assert result.step == 2
+    grid = read_video(tmp_path / "r" / "samples" / "step_000000002.gif")
+    assert grid.shape[0] == 8

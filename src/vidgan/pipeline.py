@@ -110,7 +110,7 @@ class VideoPipeline:
         kind, m = self.condition, self.config.model
         if kind == "none":
             if label is not None or first_frame is not None or text is not None:
-                raise ValueError(f"{self.source}: this model is unconditional; drop --label/--first-frame")
+                raise ValueError(f"{self.source}: this model is unconditional; drop --label/--text/--first-frame")
             return None
         if kind == "class":
             if label is None:
@@ -135,12 +135,9 @@ class VideoPipeline:
             sentences = [text] * n if isinstance(text, str) else list(text)
             if len(sentences) != n:
                 raise ValueError(f"need one sentence or {n} sentences, got {len(sentences)}")
-            if self._text_encoder is None:
-                from vidgan.text import TextEncoder
+            from vidgan.text import TextEncoder, embed_captions
 
-                self._text_encoder = TextEncoder()
-            from vidgan.text import embed_captions
-
+            self._text_encoder = self._text_encoder or TextEncoder()
             return Condition(text=embed_captions(sentences, self._text_encoder))
         raise ValueError(f"unknown condition {kind!r} in {self.source}")
 

@@ -164,8 +164,7 @@ def gan_step(G, D, G_train, D_train, opt_g, opt_d, settings: StepSettings, real,
         if settings.penalty == "r1":
             total_d = total_d + 0.5 * weight * r1_penalty(real_logits, real)
         else:
-            gp_cond = None if cond is None else cond
-            total_d = total_d + weight * gradient_penalty(lambda x: D(x, gp_cond), real, fake, generator=settings.aug_rng)
+            total_d = total_d + weight * gradient_penalty(lambda x: D(x, cond), real, fake, generator=settings.aug_rng)
     opt_d.zero_grad(set_to_none=True)
     total_d.backward()
     opt_d.step()
@@ -273,9 +272,10 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
     noise = torch.Generator().manual_seed(tc.seed + 1)  # same stream on every rank; each takes its slice
     fixed_z = torch.randn(tc.num_samples, G.z_dim, generator=torch.Generator().manual_seed(tc.seed + 2))
     # Sample grids and the diversity monitor use the first clips of the dataset as their conditions
-    # (labels, first frames) and as the real reference.
+    # (labels, first frames, captions) and as the real reference; one per fixed noise vector, cycling
+    # through the dataset when it has fewer clips than that.
     text_table = caption_embeddings(data) if cfg.model.condition == "text" else None
-    ref_index = list(range(min(len(data), tc.num_samples)))
+    ref_index = [i % len(data) for i in range(tc.num_samples)]
     ref_clips, ref_labels = data.get_batch(ref_index)
     ref_real = to_model(ref_clips)
     if cfg.model.condition == "class":
