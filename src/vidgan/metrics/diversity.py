@@ -60,3 +60,33 @@ def collapse_warning(gen: Diversity, real_distance: float, ratio: float = 0.1, m
             f"{gen.near_duplicates:.0%} near-duplicate pairs; try spectral_norm, a lower lr_d or augmentation"
         )
     return None
+
+
+@dataclass
+class FeatureDiversity:
+    """Diversity of generated clips in a feature space, relative to real clips in the same space."""
+
+    ratio: float  # mean pairwise distance of generated / of real clips (1 = as varied as the data)
+    mean_distance: float
+    real_distance: float
+    near_duplicates: float  # share of generated pairs closer than duplicate_fraction x real_distance
+    alarm: str | None  # a one-line warning when the set looks collapsed, else None
+
+    def as_dict(self) -> dict:
+        return {"ratio": self.ratio, "mean_distance": self.mean_distance, "real_distance": self.real_distance, "near_duplicates": self.near_duplicates, "alarm": self.alarm}
+
+
+def feature_diversity(fake, real, duplicate_fraction: float = 0.1, ratio_alarm: float = 0.1, duplicates_alarm: float = 0.5) -> FeatureDiversity:
+    """fake, real: feature rows (N, D). Same thresholds as `collapse_warning`, in feature space."""
+    fake, real = torch.as_tensor(fake, dtype=torch.float64), torch.as_tensor(real, dtype=torch.float64)
+    if len(fake) < 2 or len(real) < 2:
+        raise ValueError("feature diversity needs at least 2 generated and 2 real clips")
+    gen, ref = pairwise_distances(fake), pairwise_distances(real)
+    real_mean = ref.mean().item()
+    mean = gen.mean().item()
+    ratio = mean / real_mean if real_mean > 0 else float("nan")
+    dup = (gen < duplicate_fraction * real_mean).double().mean().item()
+    alarm = None
+    if ratio < ratio_alarm or dup > duplicates_alarm:
+        alarm = f"possible mode collapse: generated clips are {ratio:.2f}x as varied as real ones, {dup:.0%} near-duplicate pairs"
+    return FeatureDiversity(ratio, mean, real_mean, dup, alarm)
