@@ -8,7 +8,8 @@ frames; carphone_pristine.mp4, 176x144, 120 frames), each timing the best of `--
                   RGB in libswscale + centre crop, every frame consumed
     prepare       vidgan.data.prepare.prepare("builtin:sample-clips", fresh temp dir,
                   PrepareSettings(size=64, frames=16)): the whole call, i.e. decode, resize,
-                  cut 16-frame clips, write + fsync the shard and the index JSON
+                  cut 16-frame clips, write + fsync the shard and the index JSON; once with one
+                  worker and once with the default thread pool (files decoded in parallel)
 
 The three run in turn, `--repeat` rounds, best time of each kept. frames/s = frames decoded
 (all frames of both files, counted by the bare decode) / seconds.
@@ -87,12 +88,12 @@ def decode_iter_frames(files: list[Path]) -> int:
     return n
 
 
-def run_prepare() -> int:
+def run_prepare(src: str, workers: int | None = None) -> int:
     from vidgan.data.prepare import PrepareSettings, prepare
 
     with tempfile.TemporaryDirectory(prefix="vidgan-bench-prepare-") as tmp:
-        result = prepare("builtin:sample-clips", Path(tmp) / "out", PrepareSettings(size=SIZE, frames=FRAMES),
-                         progress=False, log=lambda msg: None)
+        result = prepare(src, Path(tmp) / "out", PrepareSettings(size=SIZE, frames=FRAMES),
+                         progress=False, log=lambda msg: None, workers=workers)
     return result.clips
 
 
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best is reported (default 3)")
     ap.add_argument("--json", metavar="PATH", help="also save the results as JSON")
+    ap.add_argument("--copies", type=int, default=1, help="list each sample file this many times (a folder of links), "
+                    "so the worker pool has files to spread (default 1: builtin:sample-clips itself)")
     args = ap.parse_args(argv)
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
@@ -112,13 +115,25 @@ def main(argv: list[str] | None = None) -> None:
     from vidgan.data.builtin import sample_clip_files
 
     torch.set_num_threads(THREADS)
-    files = sample_clip_files()
-    print(f"builtin:sample-clips ({', '.join(p.name for p in files)}), size {SIZE}, frames {FRAMES}; "
+    files, src = sample_clip_files(), "builtin:sample-clips"
+    links = tempfile.TemporaryDirectory(prefix="vidgan-bench-prepare-src-")
+    if args.copies > 1:
+        src_dir = Path(links.name)
+        for k in range(args.copies):
+            for f in sample_clip_files():
+                (src_dir / f"{f.stem}_{k}{f.suffix}").symlink_to(f)
+        files, src = sorted(src_dir.iterdir()), str(src_dir)
+    print(f"{src if args.copies == 1 else f'{args.copies} copies of builtin:sample-clips'} "
+          f"({', '.join(sorted({p.name for p in sample_clip_files()}))}), size {SIZE}, frames {FRAMES}; "
           f"best of {args.repeat}; PyAV {av.__version__}", flush=True)
 
     steal0 = cpu_steal()
-    (t_bare, frames), (t_iter, n_iter), (t_prep, clips) = best_of_interleaved(
-        [lambda: bare_decode(files), lambda: decode_iter_frames(files), run_prepare], args.repeat)
+    from vidgan.data.prepare import default_workers
+
+    workers = default_workers()
+    (t_bare, frames), (t_iter, n_iter), (t_prep1, _), (t_prep, clips) = best_of_interleaved(
+        [lambda: bare_decode(files), lambda: decode_iter_frames(files), lambda: run_prepare(src, 1), lambda: run_prepare(src, workers)], args.repeat)
+    links.cleanup()
     steal = steal_share(steal0, cpu_steal())
     if n_iter != frames:
         raise RuntimeError(f"iter_frames gave {n_iter} frames, bare decode {frames}")
@@ -126,7 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = [
         ("bare decode (av, no conversion)", t_bare),
         (f"decode + iter_frames(size={SIZE})", t_iter),
-        (f"prepare(size={SIZE}, frames={FRAMES})", t_prep),
+        (f"prepare(size={SIZE}, frames={FRAMES}), 1 worker", t_prep1),
+        (f"prepare(size={SIZE}, frames={FRAMES}), {workers} workers (default)", t_prep),
     ]
     print(f"{frames} frames decoded per run; prepare made {clips} clips"
           + (f"; CPU time stolen by the hypervisor during the runs: {steal:.0%}" if steal is not None else "") + "\n")
@@ -142,11 +158,13 @@ def main(argv: list[str] | None = None) -> None:
             "size": SIZE, "clip_frames": FRAMES, "pyav": av.__version__,
             "results": {name: {"best_s": t, "frames_per_s": frames / t} for name, t in rows},
             "cpu_steal_share": steal, "iter_frames_over_bare": t_iter / t_bare, "prepare_over_bare": t_prep / t_bare,
+            "prepare_1_worker_over_bare": t_prep1 / t_bare, "workers": workers,
         }
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
         print(f"\nsaved {args.json}")
     print(f"\niter_frames time / bare decode time: {t_iter / t_bare:.2f}x")
-    print(f"prepare time / bare decode time: {t_prep / t_bare:.2f}x")
+    print(f"prepare time (1 worker) / bare decode time: {t_prep1 / t_bare:.2f}x")
+    print(f"prepare time ({workers} workers, default) / bare decode time: {t_prep / t_bare:.2f}x")
 
 
 if __name__ == "__main__":

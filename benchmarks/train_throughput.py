@@ -1,32 +1,25 @@
-"""Training-step throughput of VideoGAN on CPU: fp32 eager, 2 threads.
+"""Training-step throughput: the plain fp32 eager baseline against vidgan's default path, same run.
 
-What is measured: `vidgan.training.loop.gan_step` -- exactly the update the trainer runs, one
-discriminator update (real + fake in one D pass) then one generator update -- with Adam
-(betas 0.5, 0.999) and the nonsat loss, on a fixed random "real" batch in [-1, 1] (data
-loading is not included). Configurations:
+Both paths run `vidgan.training.loop.gan_step` (one D update + one G update, the trainer's step) on
+the same model, batch and random input:
 
-    64px_32x32x16_b8    the `64px` preset widths (the paper's network), 32x32, 16 frames, RGB, batch 8 (BASELINE)
-    64px_32x32x16_b16   same, batch 16
-    64px_64x64x32_b8    the paper's 64x64x32 network (12.7M / 11.0M parameters), batch 8
-    64px_64x64x32_b16   same, batch 16
-    small_32x32x16_b32  the `small` preset at 32x32x16, 1 channel, batch 32 (what `vidgan demo` trains)
+    baseline   fp32, eager, contiguous tensors, torch.optim.Adam with its defaults: plain PyTorch
+    vidgan     what `vidgan train` picks on this device (vidgan.training.speed.resolve_speed with
+               train.precision=auto): e.g. on an AMX CPU bf16 autocast, channels-last-3d, bf16
+               matmul conv gradients, fused Adam; on a GPU bf16 (or fp16 + GradScaler)
 
-Each configuration runs in its own subprocess, so its peak RSS (ru_maxrss) is its own. In
-the child: build G and D, `--warmup` untimed steps, `--steps` timed steps, then one step under
-torch.utils.flop_counter.FlopCounterMode (counted once, not timed; it counts convolutions and
-matmuls, not elementwise ops or the Adam update). Reported: seconds/step (mean and min),
-clips/s = batch / mean step time, GFLOP per step and per clip, achieved GFLOP/s = FLOPs per
-step / mean step time, peak RSS in MB (10^6 bytes) of the process (imports, model, optimizer
-state and the warm-up + timed steps; read before the FLOP-count step), and "steal": the share of CPU time the
-hypervisor gave to other guests during the timed steps (/proc/stat; on a shared host the
-timings vary from run to run, and a high steal share explains a slow row). Printed last:
-each row's clips/s as a ratio of the baseline row's, and the 64x64x32 vs 32x32x16 GFLOP/s
-ratio at each batch size.
+Each path lives in its own worker process (so peak RSS is per path); the parent alternates them
+step by step (A B A B ...), so a slow spell of a shared machine falls on both. Reported per path:
+median seconds per step, clips/s, FLOPs of one step counted with torch.utils.flop_counter (conv
+gradients computed as matmuls count the same FLOPs), achieved GFLOP/s, and peak RSS (on CUDA also
+peak GPU memory), and CPU seconds per step (all threads: less sensitive than wall time to other
+jobs on a shared machine). The last line is the speed-up: baseline median s/step / vidgan median s/step, and
+the median of the per-round ratios.
 
-Run (about 1-2 minutes on the 2-core CPU with the defaults):
-
-    python benchmarks/train_throughput.py
-    python benchmarks/train_throughput.py --configs 64px_64x64x32_b8,64px_32x32x16_b8 --steps 5 --json out.json
+    python benchmarks/train_throughput.py                       # VideoGAN 64x64x32, batch 8, CPU
+    python benchmarks/train_throughput.py --steps 6 --json out.json
+    python benchmarks/train_throughput.py --device cuda --batch 32
+    python benchmarks/train_throughput.py --shape 32x32x16 --preset small --channels 1 --batch 16
 """
 
 from __future__ import annotations
@@ -35,28 +28,124 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
 
 THREADS = 2
-BASELINE = "64px_32x32x16_b8"
-
-# name -> (preset, resolution, frames, channels, batch)
-CONFIGS: dict[str, tuple[str, int, int, int, int]] = {
-    "64px_32x32x16_b8": ("64px", 32, 16, 3, 8),
-    "64px_32x32x16_b16": ("64px", 32, 16, 3, 16),
-    "64px_64x64x32_b8": ("64px", 64, 32, 3, 8),
-    "64px_64x64x32_b16": ("64px", 64, 32, 3, 16),
-    "small_32x32x16_b32": ("small", 32, 16, 1, 32),
-}
 
 
-# ----------------------------------------------------------------------------- child: one configuration
+# ----------------------------------------------------------------------------- worker: one path
+
+
+def worker(args) -> None:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vidgan.config import TrainConfig, load_config
+    from vidgan.models.registry import build_model
+    from vidgan.training import speed
+    from vidgan.training.loop import StepSettings, gan_step
+
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    res, frames = (int(v) for v in args.shape.split("x")[1:])
+    cfg = load_config(args.preset, {"model.resolution": res, "model.frames": frames, "model.channels": args.channels})
+    torch.manual_seed(0)
+    G, D = build_model(cfg.model)
+    G.to(device).train()
+    D.to(device).train()
+    real = (torch.rand(args.batch, args.channels, frames, res, res, generator=torch.Generator().manual_seed(1)) * 2 - 1).to(device)
+    if args.path == "baseline":
+        opt_g = torch.optim.Adam(G.parameters(), lr=cfg.train.lr_g, betas=tuple(cfg.train.betas))
+        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.train.lr_d, betas=tuple(cfg.train.betas))
+        prec, accum, G_run, D_run, what = None, 1, G, D, "fp32 eager, contiguous, torch.optim.Adam defaults"
+    else:  # the trainer's own choices (vidgan.training.loop.train applies the same plan)
+        tc = TrainConfig(precision=args.precision, compile=args.compile, grad_accum=args.accum)
+        plan = speed.resolve_speed(tc, device, width=cfg.model.max_channels)
+        if plan.channels_last:
+            speed.to_channels_last(G)
+            speed.to_channels_last(D)
+            real = real.contiguous(memory_format=torch.channels_last_3d)
+        opt_g = speed.make_adam(G.parameters(), cfg.train.lr_g, cfg.train.betas, plan)
+        opt_d = speed.make_adam(D.parameters(), cfg.train.lr_d, cfg.train.betas, plan)
+        prec, accum = speed.StepPrecision(plan), plan.grad_accum
+        compiler = speed.Compiler(plan.compile, log=lambda s: print(s, file=sys.stderr))
+        G_run, D_run = compiler(G), compiler(D)
+        what = plan.describe(args.batch // accum)
+    settings = StepSettings.from_config(cfg.loss, 0)
+    noise = torch.Generator().manual_seed(2)
+
+    def step() -> None:
+        z_d = torch.randn(args.batch, G.z_dim, generator=noise).to(device)
+        z_g = torch.randn(args.batch, G.z_dim, generator=noise).to(device)
+        loss_d, loss_g, _, _ = gan_step(G_run, D_run, G_run, D_run, opt_g, opt_d, settings, real, z_d, z_g, precision=prec, accum=accum)
+        if not (torch.isfinite(loss_d) and torch.isfinite(loss_g)):
+            raise RuntimeError(f"{args.path}: non-finite loss")
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def reply(obj) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    reply({"ready": True, "what": what, "g_params": sum(p.numel() for p in G.parameters()), "d_params": sum(p.numel() for p in D.parameters())})
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "step":
+            t0, c0 = time.perf_counter(), time.process_time()
+            step()
+            reply({"s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0})
+        elif cmd == "flops":
+            with FlopCounterMode(display=False) as counter:
+                step()
+            reply({"flops": counter.get_total_flops()})
+        elif cmd == "stats":
+            stats = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6}
+            if device.type == "cuda":
+                stats["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 1e6
+                stats["device_name"] = torch.cuda.get_device_name(device)
+            reply(stats)
+        elif cmd == "quit":
+            return
+
+
+# ----------------------------------------------------------------------------- parent: interleave, table, ratio
+
+
+class Worker:
+    def __init__(self, path: str, args):
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", path, "--device", args.device, "--shape", args.shape,
+               "--preset", args.preset, "--channels", str(args.channels), "--batch", str(args.batch), "--threads", str(args.threads),
+               "--precision", args.precision, "--accum", str(args.accum)] + (["--compile"] if args.compile else [])
+        self.path = path
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.path} worker died (exit {self.proc.wait()}); see its error above")
+        return json.loads(line)
+
+    def ask(self, cmd: str) -> dict:
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.proc.wait()
 
 
 def cpu_steal() -> tuple[int, int] | None:
-    """(steal ticks, all ticks) from /proc/stat, or None where there is none (not Linux)."""
     try:
         fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
     except (OSError, ValueError):
@@ -64,167 +153,87 @@ def cpu_steal() -> tuple[int, int] | None:
     return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
 
 
-def steal_share(before, after) -> float | None:
-    """Share of CPU time the hypervisor gave to other guests between two cpu_steal() readings."""
-    if before is None or after is None or after[1] <= before[1]:
-        return None
-    return (after[0] - before[0]) / (after[1] - before[1])
-
-
-def run_one(name: str, warmup: int, steps: int) -> dict:
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from vidgan.config import load_config
-    from vidgan.models.registry import build_model
-    from vidgan.training.loop import gan_step
-    from vidgan.training.losses import get_loss
-
-    torch.set_num_threads(THREADS)
-    torch.manual_seed(0)
-    preset, res, frames, channels, batch = CONFIGS[name]
-    cfg = load_config(preset, {"model.resolution": res, "model.frames": frames, "model.channels": channels})
-    G, D = build_model(cfg.model)
-    G.train()
-    D.train()
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.train.lr_g, betas=tuple(cfg.train.betas))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.train.lr_d, betas=tuple(cfg.train.betas))
-    loss_fns = get_loss(cfg.loss.name)
-    real = torch.rand(batch, channels, frames, res, res) * 2 - 1
-    noise = torch.Generator().manual_seed(1)
-
-    def step() -> None:
-        z_d = torch.randn(batch, G.z_dim, generator=noise)
-        z_g = torch.randn(batch, G.z_dim, generator=noise)
-        loss_d, loss_g, _, _ = gan_step(G, D, G, D, opt_g, opt_d, loss_fns, real, z_d, z_g)
-        if not (torch.isfinite(loss_d) and torch.isfinite(loss_g)):
-            raise RuntimeError(f"{name}: non-finite loss")
-
-    for _ in range(warmup):
-        step()
-    times, steal0 = [], cpu_steal()
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    steal = steal_share(steal0, cpu_steal())
-    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux; before the FLOP count, which adds ~5%
-
-    with FlopCounterMode(display=False) as counter:  # once, after timing: not part of any timed step
-        step()
-    flops = counter.get_total_flops()
-
-    mean = sum(times) / len(times)
-    rss_kib_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {
-        "name": name,
-        "preset": preset,
-        "shape": f"{res}x{res}x{frames}",
-        "channels": channels,
-        "batch": batch,
-        "g_params": sum(p.numel() for p in G.parameters()),
-        "d_params": sum(p.numel() for p in D.parameters()),
-        "threads": torch.get_num_threads(),
-        "warmup": warmup,
-        "step_times_s": times,
-        "s_per_step": mean,
-        "s_per_step_min": min(times),
-        "clips_per_s": batch / mean,
-        "gflop_per_step": flops / 1e9,
-        "gflop_per_clip": flops / 1e9 / batch,
-        "gflop_per_s": flops / 1e9 / mean,
-        "peak_rss_mb": rss_kib * 1024 / 1e6,
-        "peak_rss_mb_incl_flop_count": rss_kib_after * 1024 / 1e6,
-        "cpu_steal_share": steal,
-        "torch": torch.__version__,
-    }
-
-
-# ----------------------------------------------------------------------------- parent: table and ratios
-
-
-def run_child(name: str, warmup: int, steps: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--warmup", str(warmup), "--steps", str(steps)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name}: child failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def print_table(rows: list[dict]) -> None:
-    head = ["config", "preset", "shape", "C", "batch", "G/D params M", "s/step", "min s/step", "clips/s",
-            "GFLOP/step", "GFLOP/clip", "GFLOP/s", "peak RSS MB", "steal"]
-    body = [
-        [
-            r["name"], r["preset"], r["shape"], str(r["channels"]), str(r["batch"]),
-            f"{r['g_params'] / 1e6:.2f}/{r['d_params'] / 1e6:.2f}",
-            f"{r['s_per_step']:.3f}", f"{r['s_per_step_min']:.3f}", f"{r['clips_per_s']:.2f}",
-            f"{r['gflop_per_step']:.1f}", f"{r['gflop_per_clip']:.2f}", f"{r['gflop_per_s']:.1f}",
-            f"{r['peak_rss_mb']:.0f}",
-            "-" if r["cpu_steal_share"] is None else f"{r['cpu_steal_share']:.0%}",
-        ]
-        for r in rows
-    ]
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-    fmt = lambda cells: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    print(fmt(head))
-    print("  ".join("-" * w for w in widths))
-    for b in body:
-        print(fmt(b))
-
-
-def print_ratios(rows: list[dict]) -> None:
-    by_name = {r["name"]: r for r in rows}
-    print()
-    if BASELINE in by_name:
-        base = by_name[BASELINE]["clips_per_s"]
-        print(f"clips/s relative to the baseline {BASELINE} ({base:.2f} clips/s):")
-        for r in rows:
-            print(f"  {r['name']:<20} {r['clips_per_s'] / base:6.3f}x")
-    else:
-        print(f"(baseline {BASELINE} not in --configs: no clips/s ratios)")
-    for b in (8, 16):
-        big, small = by_name.get(f"64px_64x64x32_b{b}"), by_name.get(f"64px_32x32x16_b{b}")
-        if big and small:
-            print(f"GFLOP/s 64x64x32 / 32x32x16 at batch {b}: "
-                  f"{big['gflop_per_s']:.1f} / {small['gflop_per_s']:.1f} = {big['gflop_per_s'] / small['gflop_per_s']:.3f}x")
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated subset of: {', '.join(CONFIGS)}")
-    ap.add_argument("--warmup", type=int, default=1, help="untimed steps before timing (default 1)")
-    ap.add_argument("--steps", type=int, default=3, help="timed steps (default 3)")
+    ap.add_argument("--shape", default="64x64x32", help="RESxRESxFRAMES (default 64x64x32)")
+    ap.add_argument("--preset", default="64px", help="model preset (default 64px: the paper's VideoGAN)")
+    ap.add_argument("--channels", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=THREADS, help="CPU threads per worker (default 2)")
+    ap.add_argument("--precision", default="auto", help="vidgan path: auto (default), fp32, bf16 or fp16")
+    ap.add_argument("--compile", action="store_true", help="vidgan path: torch.compile G and D")
+    ap.add_argument("--accum", type=int, default=1, help="vidgan path: gradient-accumulation micro-batches")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per path (default 2)")
+    ap.add_argument("--steps", type=int, default=4, help="timed steps per path, alternating (default 4)")
     ap.add_argument("--json", metavar="PATH", help="also save the results as JSON")
-    ap.add_argument("--child", metavar="NAME", help=argparse.SUPPRESS)  # internal: run one config, print JSON
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.worker:
+        args.path = args.worker
+        worker(args)
+        return
     if args.steps < 1 or args.warmup < 0:
         ap.error("--steps must be >= 1 and --warmup >= 0")
 
-    if args.child:
-        print(json.dumps(run_one(args.child, args.warmup, args.steps)))
-        return
+    import torch
 
-    names = [n.strip() for n in args.configs.split(",") if n.strip()]
-    unknown = [n for n in names if n not in CONFIGS]
-    if unknown:
-        ap.error(f"unknown config(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
-    print(f"VideoGAN gan_step, fp32 eager, CPU, {THREADS} threads, warmup {args.warmup}, timed steps {args.steps}; "
-          f"one subprocess per config", flush=True)
-    rows, t_all = [], time.perf_counter()
-    for name in names:
-        t0 = time.perf_counter()
-        rows.append(run_child(name, args.warmup, args.steps))
-        print(f"  {name}: done in {time.perf_counter() - t0:.1f} s", flush=True)
-    print(f"total {time.perf_counter() - t_all:.1f} s")
+    print(f"VideoGAN gan_step, {args.preset} model at {args.shape} x{args.channels} channels, batch {args.batch}, device {args.device}"
+          + (f", {args.threads} threads per path" if args.device == "cpu" else "") + f"; torch {torch.__version__}", flush=True)
+    t_all = time.perf_counter()
+    paths = [Worker("baseline", args), Worker("vidgan", args)]
+    try:
+        for w in paths:
+            print(f"  {w.path:8s}: {w.info['what']}", flush=True)
+        for _ in range(args.warmup):
+            for w in paths:
+                w.ask("step")
+        times, cpu = {w.path: [] for w in paths}, {w.path: [] for w in paths}
+        steal0 = cpu_steal()
+        for _ in range(args.steps):  # A B A B ...
+            for w in paths:
+                r = w.ask("step")
+                times[w.path].append(r["s"])
+                cpu[w.path].append(r["cpu_s"])
+        steal1 = cpu_steal()
+        flops = {w.path: w.ask("flops")["flops"] for w in paths}
+        stats = {w.path: w.ask("stats") for w in paths}
+    finally:
+        for w in paths:
+            w.close()
+    steal = None if not steal0 or not steal1 or steal1[1] <= steal0[1] else (steal1[0] - steal0[0]) / (steal1[1] - steal0[1])
+
+    rows = []
+    for w in paths:
+        med = statistics.median(times[w.path])
+        rows.append({
+            "path": w.path, "what": w.info["what"], "s_per_step": med, "s_per_step_min": min(times[w.path]), "step_times_s": times[w.path],
+            "cpu_s_per_step": statistics.median(cpu[w.path]),
+            "clips_per_s": args.batch / med, "gflop_per_step": flops[w.path] / 1e9, "gflop_per_s": flops[w.path] / 1e9 / med, **stats[w.path],
+        })
+    base, fast = rows
+    pair_ratios = [a / b for a, b in zip(base["step_times_s"], fast["step_times_s"])]
+    ratio, pair_ratio = base["s_per_step"] / fast["s_per_step"], statistics.median(pair_ratios)
+    print(f"  done in {time.perf_counter() - t_all:.0f} s; warmup {args.warmup}, timed {args.steps} steps per path"
+          + (f"; CPU time stolen by the hypervisor: {steal:.0%}" if steal is not None else ""))
+    print()
+    head = ["path", "median s/step", "min s/step", "CPU s/step", "clips/s", "GFLOP/step", "GFLOP/s", "peak RSS MB"] + (["peak GPU MB"] if args.device != "cpu" else [])
+    body = [[r["path"], f"{r['s_per_step']:.3f}", f"{r['s_per_step_min']:.3f}", f"{r['cpu_s_per_step']:.3f}", f"{r['clips_per_s']:.2f}", f"{r['gflop_per_step']:.1f}",
+             f"{r['gflop_per_s']:.1f}", f"{r['peak_rss_mb']:.0f}"] + ([f"{r.get('peak_gpu_mb', 0):.0f}"] if args.device != "cpu" else []) for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths))))
+    print("  ".join("-" * w for w in widths))
+    for b in body:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(b, widths))))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"threads": THREADS, "warmup": args.warmup, "steps": args.steps, "baseline": BASELINE, "results": rows}, fh, indent=2)
-        print(f"saved {args.json}")
-    print()
-    print_table(rows)
-    print_ratios(rows)  # last, as DESIGN.md asks
+            json.dump({"args": vars(args), "results": rows, "speedup": ratio, "speedup_pairs_median": pair_ratio,
+                       "cpu_time_ratio": base["cpu_s_per_step"] / fast["cpu_s_per_step"], "cpu_steal_share": steal}, fh, indent=2)
+        print(f"\nsaved {args.json}")
+    cpu_ratio = base["cpu_s_per_step"] / fast["cpu_s_per_step"]
+    print(f"\nCPU time per step, baseline / vidgan: {cpu_ratio:.2f}x (all threads; on a machine shared with other jobs the"
+          f" wall-clock ratio below shrinks when waiting threads lose their cores, set OMP_WAIT_POLICY=PASSIVE to see it)")
+    print(f"speed-up of vidgan's default path over the fp32 eager baseline: {ratio:.2f}x (median of per-round ratios {pair_ratio:.2f}x)")
 
 
 if __name__ == "__main__":

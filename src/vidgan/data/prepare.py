@@ -14,8 +14,11 @@ the last listed file.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -217,15 +220,59 @@ def _clear_output(out: Path) -> None:
             p.unlink()
 
 
-def prepare_folder(src: str | Path, out: str | Path, settings: PrepareSettings, force: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> PrepareResult:
+def prepare_folder(src: str | Path, out: str | Path, settings: PrepareSettings, force: bool = False, progress: bool = True, log: Callable[[str], None] = print,
+                   workers: int | None = None) -> PrepareResult:
+    """workers: files decoded at once (threads; default: up to 4, one per core); the output does not depend on it."""
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise PrepareError(f"{src}: not a folder; pass a folder of video files (or builtin:NAME)")
     sources, skipped = scan_sources(src)
-    return _prepare_files(sources, src, out, settings, f"folder:{src.resolve()}", skipped, force, progress, log)
+    return _prepare_files(sources, src, out, settings, f"folder:{src.resolve()}", skipped, force, progress, log, workers)
 
 
-def _prepare_files(sources: list[Path], src: Path, out: Path, settings: PrepareSettings, source_id: str, skipped: list[dict], force: bool, progress: bool, log) -> PrepareResult:
+def _cut_file(path: Path, settings: PrepareSettings, stride: int) -> tuple[list[tuple[int, np.ndarray]], str | None]:
+    """(start frame, clip) of every clip of one file, and what went wrong reading it (None if nothing)."""
+    clips: list[tuple[int, np.ndarray]] = []
+    try:
+        for start, clip in cut_clips(iter_frames(path, size=settings.size, fps=settings.fps), settings.frames, stride):
+            clips.append((start, clip))
+    except VideoError as err:
+        return clips, str(err).removeprefix(f"{path}: ")  # the skipped entry names the file already
+    return clips, None
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def decode_in_order(items: list, fn: Callable, workers: int) -> Iterator:
+    """fn(item) for each item, in order, computed by `workers` threads up to 2 * workers items ahead.
+
+    Threads, not processes: PyAV decodes and rescales with the GIL released, and the clips need no
+    pickling. The caller writes results in input order, so the output is the same for any worker count.
+    """
+    if workers <= 1:
+        yield from (fn(item) for item in items)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="prepare") as pool:
+        ahead: deque = deque()
+        todo = iter(items)
+        try:
+            for item in itertools.islice(todo, 2 * workers):
+                ahead.append(pool.submit(fn, item))
+            while ahead:
+                result = ahead.popleft().result()
+                for item in itertools.islice(todo, 1):
+                    ahead.append(pool.submit(fn, item))
+                yield result
+        finally:  # stopped early (Ctrl-C, an error, the caller gave up): drop what has not started
+            for future in ahead:
+                future.cancel()
+
+
+def _prepare_files(sources: list[Path], src: Path, out: Path, settings: PrepareSettings, source_id: str, skipped: list[dict], force: bool, progress: bool, log,
+                   workers: int | None = None) -> PrepareResult:
+    workers = default_workers() if workers is None else workers
     index = _open_output(out, settings.as_dict(), source_id, force)
     if index is not None and index["complete"]:
         log(f"{out}: already prepared ({len(index['clips'])} clips); pass --force to rebuild")
@@ -247,18 +294,17 @@ def _prepare_files(sources: list[Path], src: Path, out: Path, settings: PrepareS
     stride = settings.stride or settings.frames
     captions = read_captions(src)
     pending: list[str] = []
-    bar = tqdm(todo, desc="prepare", unit="file", disable=not progress, dynamic_ncols=True)
-    for path in bar:
+    bar = tqdm(total=len(todo), desc="prepare", unit="file", disable=not progress, dynamic_ncols=True)
+    decoded = decode_in_order(todo, lambda path: _cut_file(path, settings, stride), workers)
+    for path, (clips, problem) in zip(todo, decoded):
+        bar.update(1)
         rel = str(path.relative_to(src))
         label = label_of(path, src)
-        n_before, problem = len(writer.buffer), None
+        n_before = len(writer.buffer)
         caption = caption_of(path, rel, captions)
         extra = {} if caption is None else {"caption": caption}
-        try:
-            for start, clip in cut_clips(iter_frames(path, size=settings.size, fps=settings.fps), settings.frames, stride):
-                writer.add(clip, {"source": rel, "start": start, "fps": settings.fps, "label": classes.index(label) if label else -1, **extra})
-        except VideoError as err:
-            problem = str(err).removeprefix(f"{path}: ")  # the entry names the file already
+        for start, clip in clips:
+            writer.add(clip, {"source": rel, "start": start, "fps": settings.fps, "label": classes.index(label) if label else -1, **extra})
         kept = len(writer.buffer) - n_before
         if problem is not None:
             entry = {"path": rel, "reason": problem} | ({"kept_clips": kept} if kept else {})
@@ -293,7 +339,8 @@ def _finish(out: Path, index: dict, skipped: list[dict], files: int, resumed: bo
     return PrepareResult(out, len(index["clips"]), files, skipped, resumed)
 
 
-def prepare_builtin(name: str, out: str | Path, settings: PrepareSettings, n: int | None = None, seed: int = 0, digits: int = 2, split: str = "train", force: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> PrepareResult:
+def prepare_builtin(name: str, out: str | Path, settings: PrepareSettings, n: int | None = None, seed: int = 0, digits: int = 2, split: str = "train", force: bool = False, progress: bool = True, log: Callable[[str], None] = print,
+                    workers: int | None = None) -> PrepareResult:
     """Prepare `builtin:NAME`. Generated datasets are rebuilt whole when a run was interrupted."""
     from vidgan.data import builtin
 
@@ -301,7 +348,7 @@ def prepare_builtin(name: str, out: str | Path, settings: PrepareSettings, n: in
     if name == "sample-clips":
         files = builtin.sample_clip_files()
         src = files[0].parent
-        return _prepare_files(files, src, out, settings, "builtin:sample-clips", [], force, progress, log)
+        return _prepare_files(files, src, out, settings, "builtin:sample-clips", [], force, progress, log, workers)
     options: dict = {"frames": settings.frames, "size": settings.size, "seed": seed}
     if n is not None:
         options["n"] = n
@@ -333,5 +380,5 @@ def prepare(src: str, out: str | Path, settings: PrepareSettings, **kwargs) -> P
     """`src` is a folder, or `builtin:NAME` for a built-in dataset."""
     if src.startswith("builtin:"):
         return prepare_builtin(src.split(":", 1)[1], out, settings, **kwargs)
-    folder_kwargs = {k: v for k, v in kwargs.items() if k in ("force", "progress", "log")}
+    folder_kwargs = {k: v for k, v in kwargs.items() if k in ("force", "progress", "log", "workers")}
     return prepare_folder(src, out, settings, **folder_kwargs)

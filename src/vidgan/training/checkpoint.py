@@ -68,6 +68,13 @@ def optimizer_from_flat(opt: torch.optim.Optimizer, prefix: str, tensors: dict[s
     # JSON has no tuples: give hyper-parameters such as Adam's betas back their tuple type.
     groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()} for g in meta["param_groups"]]
     opt.load_state_dict({"state": state, "param_groups": groups})
+    # safetensors stores tensors in the standard layout; give each moment its parameter's memory format
+    # (channels-last weights): fused Adam walks parameter and state memory in step, so a mismatch scrambles it.
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    opt.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def _fsync_dir(path: Path) -> None:
