@@ -42,6 +42,7 @@ def prepare(
     n: Optional[int] = typer.Option(None, help="builtin datasets: number of clips"),
     seed: int = typer.Option(0, help="builtin datasets: random seed"),
     digits: int = typer.Option(2, help="builtin:moving-mnist: digits per clip"),
+    split: str = typer.Option("train", help="builtin:moving-mnist: 'train' or 'test' digits (held-out real clips for evaluation)"),
     force: bool = typer.Option(False, help="rebuild OUT from scratch"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
@@ -49,7 +50,7 @@ def prepare(
     from vidgan.data.prepare import PrepareSettings, prepare as run_prepare
 
     try:
-        run_prepare(src, out, PrepareSettings(size=size, frames=frames, fps=fps, stride=stride), n=n, seed=seed, digits=digits, force=force, progress=progress)
+        run_prepare(src, out, PrepareSettings(size=size, frames=frames, fps=fps, stride=stride), n=n, seed=seed, digits=digits, split=split, force=force, progress=progress)
     except _known_errors() as err:
         _fail(err)
     except KeyboardInterrupt:
@@ -63,7 +64,7 @@ def train(
     out: Path = typer.Option(..., "--out", help="run folder: config.json, checkpoints/, samples/, tb/, log.jsonl"),
     config: str = typer.Option("small", help="preset (tiny, small, 64px, 128px) or a YAML file"),
     resume: bool = typer.Option(False, help="continue the run in --out from its newest checkpoint"),
-    model: Optional[str] = typer.Option(None, help="videogan, videogan-2stream, tgan, mocogan (default: the preset's)"),
+    model: Optional[str] = typer.Option(None, help="videogan, videogan-2stream, tgan, mocogan, vqvae, videogpt (default: the preset's)"),
     loss: Optional[str] = typer.Option(None, help="nonsat, hinge, wgan or lsgan"),
     penalty: Optional[str] = typer.Option(None, help="none, r1 or gp (WGAN-GP)"),
     aug: Optional[str] = typer.Option(None, help='DiffAugment policy for small datasets, e.g. "color,translation,cutout"'),
@@ -71,8 +72,14 @@ def train(
     steps: Optional[int] = typer.Option(None, help="total training steps"),
     batch_size: Optional[int] = typer.Option(None, help="global batch size (split across torchrun processes)"),
     budget: Optional[float] = typer.Option(None, help="stop after this many seconds (checkpoint saved)"),
+    eval_every: Optional[int] = typer.Option(None, help="every N steps, score the EMA generator against the data (train.eval_metrics, eval_n) into RUN/metrics.jsonl"),
     seed: Optional[int] = typer.Option(None),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if present)"),
+    precision: Optional[str] = typer.Option(None, help="auto, fp32, bf16 or fp16 (auto: bf16 on CPUs with bf16 matrix units and Ampere+ GPUs, fp16 on older GPUs)"),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile G and D (falls back to eager if compiling fails)"),
+    accum: Optional[int] = typer.Option(None, help="gradient accumulation: split each batch into this many micro-batches (same update, less memory)"),
+    vqvae: Optional[Path] = typer.Option(None, "--vqvae", help="--model videogpt: the VQ-VAE run (`--model vqvae`) whose tokens the prior learns"),
+    tokens: Optional[Path] = typer.Option(None, "--tokens", help="--model videogpt: token folder from `vidgan tokenize` (default: RUN/tokens of --vqvae if it matches DATA, else encoded at start)"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Train a video GAN. Multi-process: torchrun --nproc_per_node N -m vidgan train ..."""
@@ -88,17 +95,42 @@ def train(
             cfg.data = str(data)
         if not cfg.data:
             raise ValueError("no dataset given: pass DATA (a folder made by `vidgan prepare`)")
-        for key, value in {"steps": steps, "batch_size": batch_size, "time_budget": budget, "seed": seed}.items():
+        speed = {"precision": precision, "compile": compile, "grad_accum": accum}
+        for key, value in {"steps": steps, "batch_size": batch_size, "time_budget": budget, "seed": seed, "eval_every": eval_every, **speed}.items():
             if value is not None:
                 setattr(cfg.train, key, value)
-        for section, key, value in [("model", "name", model), ("model", "condition", condition), ("loss", "name", loss), ("loss", "penalty", penalty), ("loss", "augment", aug)]:
+        for section, key, value in [("model", "name", model), ("model", "condition", condition), ("loss", "name", loss), ("loss", "penalty", penalty), ("loss", "augment", aug),
+                                    ("vq", "vqvae_run", vqvae and str(vqvae)), ("vq", "tokens", tokens and str(tokens))]:
             if value is not None:
                 setattr(getattr(cfg, section), key, value)
         result = run_train(cfg, out, resume=resume, device=device, progress=progress)
     except _known_errors() as err:
         _fail(err)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary line, not one per process
+    if hasattr(result, "summary"):  # the two-stage models (vqvae, videogpt) have one loss
+        typer.echo(result.summary())
+    elif os.environ.get("RANK", "0") == "0":  # under torchrun, one summary line, not one per process
         typer.echo(f"{result.run_dir}: step {result.step}, loss D {result.loss_d:.4f} G {result.loss_g:.4f}")
+
+
+@app.command()
+def tokenize(
+    run: Path = typer.Argument(..., help="a VQ-VAE run (`vidgan train DATA --model vqvae --out RUN`)"),
+    data: Path = typer.Argument(..., help="prepared dataset folder to turn into token grids"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for tokens.npy + tokens.json (default: RUN/tokens)"),
+    step: Optional[int] = typer.Option(None, help="checkpoint step (default: newest)"),
+    batch_size: int = typer.Option(32, help="clips per encoder batch"),
+    device: str = typer.Option("cpu"),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+) -> None:
+    """Write the VQ-VAE token grid of every clip of DATA (uint16 (N, t, h, w) in tokens.npy)."""
+    from vidgan.training.two_stage import tokenize as run_tokenize
+
+    try:
+        folder = run_tokenize(run, data, out, step=step, batch_size=batch_size, progress=progress, device=device)
+    except _known_errors() as err:
+        _fail(err)
+    info = __import__("json").loads((folder / "tokens.json").read_text())
+    typer.echo(f"wrote {info['num_clips']} token grids {'x'.join(map(str, info['grid']))} ({info['codes_used']} of {info['codebook_size']} codes used) to {folder / 'tokens.npy'}")
 
 
 @app.command()
@@ -111,7 +143,7 @@ def generate(
     step: Optional[int] = typer.Option(None, help="checkpoint step (default: newest)"),
     ema: bool = typer.Option(True, help="use the EMA generator"),
     grid: bool = typer.Option(True, help="also write grid.gif / grid.mp4"),
-    label: Optional[int] = typer.Option(None, help="class index, for class-conditional models"),
+    label: Optional[str] = typer.Option(None, help="class name or index, for class-conditional models"),
     text: Optional[str] = typer.Option(None, help="a sentence, for text-conditional models"),
     first_frame: Optional[Path] = typer.Option(None, help="image to animate, for image-to-video models"),
     frames: Optional[int] = typer.Option(None, help="clip length, if the model can run longer than trained (tgan, mocogan)"),
@@ -119,14 +151,17 @@ def generate(
     hold: Optional[str] = typer.Option(None, help="mocogan: 'content' (one subject, varied motion) or 'motion' (one motion, varied subjects)"),
     interpolate: Optional[tuple[int, int]] = typer.Option(None, help="SEED_A SEED_B: --n clips morphing from one seed's clip to the other's"),
     device: str = typer.Option("cpu"),
+    to_library: Optional[Path] = typer.Option(None, "--to-library", help="also file the clips in this library (created if missing), with their provenance"),
 ) -> None:
     """Sample clips from a trained generator."""
+    from vidgan.library.catalog import LibraryError
     from vidgan.pipeline import VideoPipeline, load_image, save_clips
 
     try:
         pipe = VideoPipeline.from_pretrained(run, step=step, ema=ema, device=device)
         m = pipe.config.model
         frame = None if first_frame is None else load_image(first_frame, m.resolution, m.channels)
+        label = pipe.label_index(label)  # a class name ("red") or an index ("3") -> the index
         condition_args = {"label": label, "first_frame": frame, "text": text}
         if interpolate:
             clips = pipe.interpolate(interpolate[0], interpolate[1], steps=n, truncation=truncation, **condition_args)
@@ -138,9 +173,19 @@ def generate(
             from vidgan.data.video_io import write_video
 
             write_video(out / f"interpolation.{'mp4' if format == 'png' else format}", np.concatenate(list(clips)), fps=pipe.fps)
-    except _known_errors() as err:
+        # everything that replays this call, per clip, in generated.json (and the library, if asked)
+        from vidgan.library.ingest import annotate_manifest, generation_records, ingest_generated
+
+        call = {"n": n, "seed": seed, "label": label, "text": text, "frames": frames, "truncation": truncation, "hold": hold, "interpolate": list(interpolate) if interpolate else None}
+        records = generation_records(pipe, clips, call, ema=ema, run=run, fmt=format, first_frame=frame, first_frame_path=first_frame and str(first_frame.resolve()), device=device)
+        annotate_manifest(out, records)
+        filed = ingest_generated(to_library, records, paths, fps=pipe.fps, first_frame=frame) if to_library is not None else []
+    except (*_known_errors(), LibraryError) as err:
         _fail(err)
     typer.echo(f"wrote {len(paths)} clips to {out}" + (f" (preview: {out / 'grid.gif'})" if grid else ""))
+    if to_library is not None:
+        flagged = sum(r.status == "duplicate" for r in filed)
+        typer.echo(f"filed {len(filed)} clips in library {to_library} (ids {filed[0].clip_id}-{filed[-1].clip_id}" + (f", {flagged} flagged as near-duplicates" if flagged else "") + f"); browse: vidgan serve {to_library}")
 
 
 @app.command()
@@ -157,6 +202,15 @@ def demo(
         run_demo(out, budget=budget, clips=clips, progress=progress)
     except _known_errors() as err:
         _fail(err)
+
+
+from vidgan.library.cli import app as library_app, serve  # noqa: E402  (typer only: cheap to import)
+
+from vidgan.metrics.cli import evaluate  # noqa: E402
+
+app.command("evaluate")(evaluate)
+app.add_typer(library_app, name="library")
+app.command("serve")(serve)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -26,6 +26,9 @@ class ModelConfig(_Strict):
     d_channels: int = 64  # narrowest discriminator layer; doubles at every downsampling block
     max_channels: int = 512
     spectral_norm: bool = False  # on the discriminator's convs
+    # ProGAN's minibatch standard deviation: D sees how much the clips of a small group differ,
+    # so a generator that ignores its noise is easy to spot (fights mode collapse).
+    minibatch_std: bool = False
     # What the generator is conditioned on: "none", "class" (dataset labels), "text" (caption
     # embeddings, text_dim wide) or "first-frame" (generate the rest of a clip from its frame 0).
     condition: str = "none"
@@ -42,6 +45,7 @@ class ModelConfig(_Strict):
     resolution: int = 64
     channels: int = 3
     num_classes: int = 0
+    classes: list[str] = []  # class names (the dataset's sub-folder names), index = label
     fps: float = 8.0  # playback rate of generated clips: the training data's rate
 
 
@@ -53,6 +57,35 @@ class LossConfig(_Strict):
     penalty_every: int = 1  # lazy regularisation: every N D steps, weighted by N
     augment: str = ""  # DiffAugment policy for real and fake clips, e.g. "color,translation,cutout"
     mask_l1: float = 0.0  # videogan-2stream: L1 sparsity prior on the foreground mask (the paper used 0.1)
+
+
+class VQConfig(_Strict):
+    """The two-stage generator (models vqvae, videogpt): VQ-VAE tokenizer + Transformer prior over its tokens."""
+
+    # stage 1: VQ-VAE (vidgan.models.vqvae)
+    downsample: tuple[int, int, int] = (4, 4, 4)  # (time, height, width) shrink factors of the token grid; powers of two
+    width: int = 64  # conv channels of the encoder/decoder
+    res_blocks: int = 2
+    codebook_size: int = 1024
+    embed_dim: int = 64  # width of a code vector
+    commitment: float = 0.25  # beta of the commitment loss
+    ema_decay: float = 0.99  # codebook EMA
+    restart_threshold: float = 1.0  # a code whose EMA usage (vectors per batch) falls below this is restarted
+    recon_loss: str = "l2"  # l1 | l2
+    # stage 2: Transformer prior (vidgan.models.transformer)
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    vqvae_run: str = ""  # the stage-1 run whose tokens the prior learns (its weights are copied into the prior's checkpoints)
+    vqvae_step: int | None = None  # that run's checkpoint step, recorded at train time
+    tokens: str = ""  # token folder from `vidgan tokenize` (default: RUN/tokens of the VQ-VAE run if it matches, else encode at start)
+    temperature: float = 1.0  # sampling
+    top_k: int = 0  # sampling: keep the k most likely tokens (0 = all)
+    # optimiser (both stages)
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.0
 
 
 class TrainConfig(_Strict):
@@ -72,6 +105,21 @@ class TrainConfig(_Strict):
     num_samples: int = 16  # fixed-noise clips in each sample grid and the diversity monitor
     warmup_collapse_steps: int = 200  # no mode-collapse warnings before this step (early G is uniform)
     time_budget: float | None = Field(default=None, description="stop (with a checkpoint) after this many seconds")
+    # Quality metrics during training (vidgan.metrics): every eval_every steps (0 = never) the EMA
+    # generator's eval_n clips are scored against the training data; lines go to RUN/metrics.jsonl.
+    eval_every: int = 0
+    eval_metrics: str = "fd_effnet"  # comma-separated metric names (see vidgan.metrics.registry)
+    eval_n: int = 256
+    eval_image_size: int = 224  # input size of the EfficientNet features; other sizes get a _<size>px name
+    # Speed (vidgan.training.speed; the trainer prints what it chose). "auto" precision: bf16 on CPUs
+    # with bf16 matrix units (AMX, AVX512-BF16) and on bf16 GPUs (Ampere+), fp16 + GradScaler on older
+    # GPUs, else fp32; models narrower than 64 channels (max_channels) stay fp32, where bf16 gains nothing.
+    # Weights, optimizer state, losses, penalties and statistics stay fp32 either way.
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    channels_last: bool | None = None  # channels-last-3d memory format; None = on where precision is reduced
+    compile: bool = False  # torch.compile G and D; a compile failure warns once and training continues eager
+    grad_accum: int = Field(default=1, ge=1, description="micro-batches per step: same update as one batch_size batch, less memory")
+    loader_workers: int | None = None  # clip-loading worker processes; None = 0 on CPU, up to 4 per GPU
 
 
 class RunConfig(_Strict):
@@ -79,6 +127,7 @@ class RunConfig(_Strict):
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
+    vq: VQConfig = VQConfig()  # models vqvae / videogpt only
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vidgan.config import load_config
 from vidgan.data.prepare import PrepareSettings, prepare
+from vidgan.library.ingest import annotate_manifest, generation_records, ingest_generated
 from vidgan.pipeline import VideoPipeline, save_clips
 from vidgan.training.loop import train
 
@@ -19,6 +20,7 @@ class DemoResult:
     samples_dir: Path
     steps: int
     seconds: float
+    library_dir: Path | None = None
 
 
 def run_demo(out: str | Path = "vidgan-demo", budget: float = 600.0, clips: int = 4000, size: int = 32, frames: int = 16, config: str = "small", progress: bool = True, log=print) -> DemoResult:
@@ -33,15 +35,22 @@ def run_demo(out: str | Path = "vidgan-demo", budget: float = 600.0, clips: int 
     resume = (run_dir / "config.json").exists()
     log(f"[2/3] training VideoGAN ({config} preset) for up to {train_budget:.0f} s in {run_dir}" + (" (continuing the earlier demo run)" if resume else ""))
     result = train(cfg, run_dir, resume=resume, progress=progress, log=log)
-    log(f"[3/3] generating 16 clips into {samples_dir}")
+    library_dir = out / "library"
+    log(f"[3/3] generating 16 clips into {samples_dir} and filing them in the library {library_dir}")
     pipe = VideoPipeline.from_pretrained(run_dir)
-    save_clips(pipe, pipe(n=16, seed=0), samples_dir, fmt="mp4", seed=0)
+    call = {"n": 16, "seed": 0}
+    clips = pipe(**call)
+    paths = save_clips(pipe, clips, samples_dir, fmt="mp4", seed=0)
+    records = generation_records(pipe, clips, call, ema=True, run=run_dir, fmt="mp4")
+    annotate_manifest(samples_dir, records)
+    ingest_generated(library_dir, records, paths, fps=pipe.fps, tags=["demo"])
     seconds = time.monotonic() - t0
     log(
         f"done in {seconds:.0f} s ({result.step} training steps).\n"
         f"  grid of generated clips: {samples_dir / 'grid.gif'} (also grid.mp4)\n"
         f"  training samples over time: {run_dir / 'samples'}\n"
         f"  TensorBoard: tensorboard --logdir {run_dir / 'tb'}\n"
-        f"  more clips: vidgan generate {run_dir} --n 64 --seed 1 --out {out / 'more'}"
+        f"  more clips: vidgan generate {run_dir} --n 64 --seed 1 --out {out / 'more'} --to-library {library_dir}\n"
+        f"  browse the library (previews, provenance, downloads): vidgan serve {library_dir}"
     )
-    return DemoResult(out, run_dir, samples_dir, result.step, seconds)
+    return DemoResult(out, run_dir, samples_dir, result.step, seconds, library_dir)

@@ -59,7 +59,15 @@ class VideoPipeline:
         if not config_path.is_file():
             raise ckpt.CheckpointError(f"{config_path}: missing; a run dir needs the config.json it was trained with")
         config = RunConfig.load(config_path)
-        generator, _ = build_model(config.model)
+        if config.model.name == "vqvae":
+            raise ValueError(f"{path}: is a VQ-VAE (stage 1 of the two-stage generator) and generates nothing by itself; "
+                             f"train a prior on it: vidgan train DATA --model videogpt --vqvae {path} --out PRIOR")
+        if config.model.name == "videogpt":  # prior + VQ-VAE in one module, both in the checkpoint's generator weights
+            from vidgan.models.transformer import TwoStageGenerator
+
+            generator = TwoStageGenerator(config.model, config.vq)
+        else:
+            generator, _ = build_model(config.model)
         generator.load_state_dict(ckpt.load_weights(weights_dir, name))
         return cls(generator.to(device), config, source=str(weights_dir), step=at)
 
@@ -104,6 +112,24 @@ class VideoPipeline:
             z = torch.stack([(torch.sin((1 - t) * omega) * za + torch.sin(t * omega) * zb) / torch.sin(omega) for t in ts])
         return self._generate(z, self.make_condition(steps, **condition))
 
+    @property
+    def classes(self) -> list[str]:
+        """Class names of a class-conditional model, index = label (the training data's sub-folders)."""
+        m = self.config.model
+        return list(m.classes) or [str(i) for i in range(m.num_classes)]
+
+    def label_index(self, label):
+        """Class names (e.g. "red") to indices; indices and None pass through."""
+        if isinstance(label, str) or (isinstance(label, (list, tuple)) and any(isinstance(v, str) for v in label)):
+            names = self.classes
+            labels = [label] if isinstance(label, str) else list(label)
+            for v in labels:
+                if isinstance(v, str) and v not in names and not v.isdigit():
+                    raise ValueError(f"unknown class {v!r}; this model's classes are {', '.join(names)}")
+            idx = [names.index(v) if isinstance(v, str) and v in names else int(v) for v in labels]
+            return idx[0] if isinstance(label, str) else idx
+        return label
+
     def make_condition(self, n: int, label=None, first_frame: np.ndarray | None = None, text: str | list[str] | None = None) -> Condition | None:
         """label: one class index or one per clip (class-conditional models; default cycles through
         the classes); first_frame: uint8 (H, W, C) at the model's resolution (image-to-video)."""
@@ -113,6 +139,7 @@ class VideoPipeline:
                 raise ValueError(f"{self.source}: this model is unconditional; drop --label/--text/--first-frame")
             return None
         if kind == "class":
+            label = self.label_index(label)
             if label is None:
                 labels = torch.arange(n) % m.num_classes
             else:

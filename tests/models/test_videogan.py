@@ -57,3 +57,27 @@ def test_registry_and_presets():
     assert {"tiny", "small", "64px", "128px"} <= set(preset_names())
     for name in preset_names():
         build_model(load_config(name).model.model_copy(update={"resolution": 32, "frames": 8}))
+
+
+def test_minibatch_std_sees_collapse_and_never_mixes_the_halves():
+    from vidgan.models.layers import minibatch_std
+
+    torch.manual_seed(0)
+    varied, collapsed = torch.randn(4, 3, 2, 4, 4), torch.randn(1, 3, 2, 4, 4).repeat(4, 1, 1, 1, 1)
+    out = minibatch_std(torch.cat([varied, collapsed]))  # the trainer's [real; fake] call, 4 + 4
+    assert out.shape == (8, 4, 2, 4, 4) and torch.equal(out[:, :3], torch.cat([varied, collapsed]))
+    extra = out[:, 3].flatten(1)
+    assert torch.all(extra == extra[:, :1])  # one number per sample, broadcast over positions
+    assert torch.all(extra[:4] > 0.5) and torch.all(extra[4:] < 1e-3)  # the collapsed half shows zero spread
+    # 2 + 2: groups of two, again never straddling the middle
+    pair = minibatch_std(torch.cat([varied[:2], collapsed[:2]]))[:, 3, 0, 0, 0]
+    assert pair[0] == pair[1] and pair[2] < 1e-3 < pair[0]
+
+
+def test_minibatch_std_discriminator_trains_end_to_end():
+    cfg = load_config("tiny").model.model_copy(update={"resolution": 16, "frames": 4, "channels": 3, "minibatch_std": True})
+    G, D = build_model(cfg)
+    (D(G(torch.randn(4, cfg.z_dim))).sum()).backward()
+    assert D.head.weight.shape[1] == D.convs[-1].weight.shape[0] + 1
+    for name, p in [*G.named_parameters(), *D.named_parameters()]:
+        assert p.grad is not None and p.grad.abs().sum() > 0, name

@@ -117,6 +117,22 @@ class ImageDecoder(nn.Module):
         return self.net(x[:, :, None, None])
 
 
+def minibatch_std(x: torch.Tensor) -> torch.Tensor:
+    """x (B, C, ...) with one more channel: the feature std within groups of consecutive samples.
+
+    Groups are consecutive (samples 0-3, 4-7, ...) and of 4, 2 or 1 samples so that they never
+    straddle the middle of the batch: the trainer scores [real; fake] in one call, and a group
+    mixing the two would tell D which half it is in. A group's std is averaged over channels and
+    positions to one number, broadcast as the extra channel of each of its samples.
+    """
+    b = x.shape[0]
+    group = 4 if b % 8 == 0 else 2 if b % 4 == 0 else 1
+    grouped = x.float().view(b // group, group, *x.shape[1:])
+    std = (grouped.var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=list(range(1, x.dim())))  # (b // group,)
+    extra = std.repeat_interleave(group).to(x.dtype).view(b, 1, *([1] * (x.dim() - 2)))
+    return torch.cat([x, extra.expand(b, 1, *x.shape[2:])], dim=1)
+
+
 CONDITIONS = ("none", "class", "text", "first-frame")
 
 
@@ -156,6 +172,12 @@ class ConditionEncoder(nn.Module):
             self.embed = nn.Embedding(num_classes, cond_dim)
         elif kind == "text":
             self.embed = nn.Sequential(nn.Linear(text_dim, cond_dim), nn.LeakyReLU(0.2), nn.Linear(cond_dim, cond_dim))
+            # Captions of one dataset share most of their sentence embedding ("a ... moving ..."):
+            # what tells them apart is a small difference. Centring on the training captions' mean
+            # and scaling to unit spread hands the network that difference at a usable size. Set
+            # once by the trainer (standardise_text); saved with the weights.
+            self.register_buffer("text_mean", torch.zeros(text_dim))
+            self.register_buffer("text_scale", torch.ones(()))
         elif kind == "first-frame":
             self.embed = nn.Sequential(  # any resolution: strided convs, then global average
                 nn.Conv2d(channels, 32, 4, 2, 1), nn.LeakyReLU(0.2),
@@ -183,7 +205,21 @@ class ConditionEncoder(nn.Module):
         value = None if cond is None else getattr(cond, field)
         if value is None:
             raise ValueError(f"this model is {self.kind}-conditional: pass {field} (Condition({field}=...))")
+        if self.kind == "text":
+            value = (value - self.text_mean) * self.text_scale
         return self.embed(value)
+
+
+@torch.no_grad()
+def standardise_text(models: list[nn.Module], captions: torch.Tensor) -> None:
+    """Set every text ConditionEncoder in `models` to centre and scale by these (N, text_dim) caption embeddings."""
+    mean = captions.mean(dim=0)
+    spread = (captions - mean).pow(2).mean().sqrt()
+    for model in models:
+        for m in model.modules():
+            if isinstance(m, ConditionEncoder) and m.kind == "text":
+                m.text_mean.copy_(mean)
+                m.text_scale.fill_(1.0 / max(spread.item(), 1e-6))
 
 
 def projection(features: torch.Tensor, cond_vec: torch.Tensor | None) -> torch.Tensor:

@@ -24,6 +24,7 @@ from vidgan.models.layers import (
     generator_widths,
     leaky_relu,
     maybe_spectral_norm,
+    minibatch_std,
     projection,
     spatial_doublings,
 )
@@ -148,7 +149,8 @@ class Discriminator(nn.Module):
             layers.append(maybe_spectral_norm(nn.Conv3d(ch_in, ch_out, (kt, 4, 4), stride=(st, 2, 2), padding=1), sn))
             ch_in = ch_out
         self.convs = nn.ModuleList(layers)
-        self.head = maybe_spectral_norm(nn.Conv3d(ch_in, 1, kernel_size=(t0, 4, 4)), sn)
+        self.minibatch_std = cfg.minibatch_std
+        self.head = maybe_spectral_norm(nn.Conv3d(ch_in + int(cfg.minibatch_std), 1, kernel_size=(t0, 4, 4)), sn)
         self.cond = ConditionEncoder(cfg.condition, ch_in, cfg.num_classes, cfg.text_dim, cfg.channels)
         for m in self.modules():
             if isinstance(m, nn.Conv3d):
@@ -157,7 +159,8 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
         for conv in self.convs:
             x = leaky_relu(conv(x))
-        return self.head(x).flatten() + projection(x.mean(dim=(2, 3, 4)), self.cond(cond))
+        h = minibatch_std(x) if self.minibatch_std else x
+        return self.head(h).flatten() + projection(x.mean(dim=(2, 3, 4)), self.cond(cond))
 
 
 def with_first_frame(video: torch.Tensor, cond: Condition) -> torch.Tensor:

@@ -3,12 +3,17 @@
 Launch on one process with `vidgan train`, or on several with
 `torchrun --nproc_per_node N -m vidgan train ...`: the global batch is split across ranks,
 batch statistics are synchronised (models.layers.BatchNorm), and only rank 0 writes files.
-Every source of randomness is either derived from (seed, step) or saved in the checkpoint,
-so a resumed run continues the exact run it came from.
+Every source of randomness is either derived from (seed, step[, rank]) or saved in the checkpoint,
+so a resumed run continues the exact run it came from. Nothing saved depends on the number of
+processes: the batch order and the noise are drawn per global batch, augmentation per (step, rank),
+so a checkpoint resumes on any world size; without augmentation the continued run even computes
+the same updates (up to float summation order: batch statistics are synchronised). How each step runs fast (precision, kernels, compile) is
+vidgan.training.speed's job; the step itself is `gan_step`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -26,14 +31,15 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from vidgan.config import LossConfig, RunConfig
-from vidgan.data.clips import ClipDataset
+from vidgan.data.clips import ClipDataset, ClipLoader, default_loader_workers
 from vidgan.data.video_io import to_model, to_uint8, write_grid
 from vidgan.metrics.diversity import collapse_warning, diversity
-from vidgan.models.layers import Condition
+from vidgan.models.layers import Condition, standardise_text
 from vidgan.models.registry import build_model
 from vidgan.training import checkpoint as ckpt
 from vidgan.training.augment import augment
 from vidgan.training.losses import PENALTIES, get_loss, gradient_penalty, r1_penalty
+from vidgan.training.speed import Compiler, StepPrecision, fp32_batch_statistics, make_adam, resolve_speed, to_channels_last
 
 
 class NonFiniteLossError(RuntimeError):
@@ -109,10 +115,14 @@ class BatchOrder:
         return np.asarray(out)
 
 
+def stream_seed(seed: int, step: int, rank: int) -> int:
+    """A 63-bit seed for one (run seed, step, rank): independent random streams without saved state."""
+    return int(np.random.SeedSequence([seed, step, rank, 3]).generate_state(2, dtype=np.uint64)[0] >> 1)
+
+
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
-    for p_ema, p in zip(ema.parameters(), model.parameters()):
-        p_ema.lerp_(p, 1.0 - beta)
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - beta)
     for b_ema, b in zip(ema.buffers(), model.buffers()):
         b_ema.copy_(b)
 
@@ -143,43 +153,94 @@ class StepSettings:
         return augment(x, self.augment, self.aug_rng) if self.augment else x
 
 
-def gan_step(G, D, G_train, D_train, opt_g, opt_d, settings: StepSettings, real, z_d, z_g, cond: Condition | None = None, step: int = 0):
-    """One discriminator update then one generator update; returns the losses and D's logits.
+def _module(m):
+    """The nn.Module behind a compiled wrapper (requires_grad_, last_mask and no_sync live there)."""
+    return getattr(m, "eager", m)
 
-    G_train / D_train are the DDP-wrapped modules (or G / D themselves on one process). Fake clips
-    are generated for the real batch's conditions (labels, first frames, captions).
-    """
-    # Discriminator step: real and fake in one forward pass (D has no batch statistics).
-    with torch.no_grad():
-        fake = G(z_d, cond)
-    do_penalty = settings.penalty != "none" and step % settings.penalty_every == 0
-    real = real.detach().requires_grad_(do_penalty and settings.penalty == "r1")
+
+def _sync_unless(module, skip: bool):
+    """DDP all-reduces gradients in backward; with gradient accumulation only the last micro-batch's does."""
+    no_sync = getattr(_module(module), "no_sync", None)
+    return no_sync() if skip and no_sync is not None else contextlib.nullcontext()
+
+
+def _d_loss(G, D, D_train, settings: StepSettings, prec: StepPrecision, real, z, cond, do_penalty: bool):
+    """Discriminator loss on one (micro-)batch: real and fake in one forward pass (D has no batch statistics)."""
+    with torch.no_grad(), prec.forward():
+        fake = G(z, cond)
+    r1 = do_penalty and settings.penalty == "r1"
+    # fp32: R1 differentiates the loss's own forward pass. Reduced precision: R1 gets a separate fp32 pass
+    # of D over the real clips (StyleGAN2's separate regularisation pass): the gradient of a gradient
+    # is where bf16/fp16 rounding hurts, and the loss pass then needs no graph back to the inputs.
+    shared_r1 = r1 and not prec.reduced
+    real = real.detach().requires_grad_(r1)
+    real_aug = settings.aug(real)
     both = None if cond is None else cond._map(lambda v: torch.cat([v, v]))
-    logits = D_train(torch.cat([settings.aug(real), settings.aug(fake)]), both)
+    with prec.forward():
+        logits = D_train(torch.cat([real_aug if shared_r1 else real_aug.detach(), settings.aug(fake)]), both)
+    logits = logits.float()  # losses and penalties in fp32
     real_logits, fake_logits = logits[: len(real)], logits[len(real) :]
     loss_d = settings.d_loss(real_logits, fake_logits, smoothing=settings.smoothing)
     total_d = loss_d
     if do_penalty:
         weight = settings.penalty_weight * settings.penalty_every
-        if settings.penalty == "r1":
-            total_d = total_d + 0.5 * weight * r1_penalty(real_logits, real)
-        else:
+        if r1:
+            r1_logits = real_logits if shared_r1 else D(real_aug, cond).float()
+            total_d = total_d + 0.5 * weight * r1_penalty(r1_logits, real)
+        else:  # runs D in fp32 itself (autocast off)
             total_d = total_d + weight * gradient_penalty(lambda x: D(x, cond), real, fake, generator=settings.aug_rng)
+    return loss_d, real_logits, fake_logits, total_d
+
+
+def gan_step(G, D, G_train, D_train, opt_g, opt_d, settings: StepSettings, real, z_d, z_g, cond: Condition | None = None, step: int = 0,
+             precision: StepPrecision | None = None, accum: int = 1):
+    """One discriminator update then one generator update; returns the losses and D's logits.
+
+    G_train / D_train are the DDP-wrapped modules (or G / D themselves on one process). Fake clips
+    are generated for the real batch's conditions (labels, first frames, captions).
+    precision: autocast (and fp16 loss scaling) for the forward passes; losses, penalties and the
+    optimizer run in fp32. accum: the batch is processed as `accum` micro-batches whose gradients add
+    up to the whole batch's (exactly so for layers without batch statistics: VideoGAN's D; G's
+    BatchNorm then normalises each micro-batch by its own statistics).
+    """
+    prec = precision or StepPrecision()
+    if len(real) % accum:
+        raise ValueError(f"a batch of {len(real)} clips does not split into {accum} equal micro-batches")
+    size = len(real) // accum
+    parts = [slice(i * size, (i + 1) * size) for i in range(accum)]
+    do_penalty = settings.penalty != "none" and step % settings.penalty_every == 0
+
     opt_d.zero_grad(set_to_none=True)
-    total_d.backward()
-    opt_d.step()
+    d_losses, real_out, fake_out = [], [], []
+    for i, part in enumerate(parts):
+        c = None if cond is None else cond[part]
+        with _sync_unless(D_train, i < accum - 1):
+            loss_d, real_logits, fake_logits, total_d = _d_loss(G, D, D_train, settings, prec, real[part], z_d[part], c, do_penalty)
+            prec.backward(total_d / accum, prec.scaler_d)
+        d_losses.append(loss_d.detach())
+        real_out.append(real_logits.detach())
+        fake_out.append(fake_logits.detach())
+    prec.step(opt_d, prec.scaler_d)
 
     # Generator step: D's weights are frozen and used unwrapped (no DDP sync for D here).
-    D.requires_grad_(False)
-    loss_g = settings.g_loss(D(settings.aug(G_train(z_g, cond)), cond))
-    total_g = loss_g
-    if settings.mask_l1 and getattr(G, "last_mask", None) is not None:  # two-stream: keep the foreground small
-        total_g = total_g + settings.mask_l1 * G.last_mask.abs().mean()
+    _module(D).requires_grad_(False)
     opt_g.zero_grad(set_to_none=True)
-    total_g.backward()
-    opt_g.step()
-    D.requires_grad_(True)
-    return loss_d.detach(), loss_g.detach(), real_logits.detach(), fake_logits.detach()
+    g_losses = []
+    for i, part in enumerate(parts):
+        c = None if cond is None else cond[part]
+        with _sync_unless(G_train, i < accum - 1):
+            with prec.forward():
+                logits = D(settings.aug(G_train(z_g[part], c)), c)
+            loss_g = settings.g_loss(logits.float())
+            total_g = loss_g
+            mask = getattr(_module(G), "last_mask", None)
+            if settings.mask_l1 and mask is not None:  # two-stream: keep the foreground small
+                total_g = total_g + settings.mask_l1 * mask.float().abs().mean()
+            prec.backward(total_g / accum, prec.scaler_g)
+        g_losses.append(loss_g.detach())
+    prec.step(opt_g, prec.scaler_g)
+    _module(D).requires_grad_(True)
+    return torch.stack(d_losses).mean(), torch.stack(g_losses).mean(), torch.cat(real_out), torch.cat(fake_out)
 
 
 def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
@@ -246,17 +307,24 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str | None = None, progress: bool = True, log=print) -> TrainResult:
+    if cfg.model.name in ("vqvae", "videogpt"):  # the two-stage generator has its own loops
+        from vidgan.training.two_stage import train_two_stage
+
+        return train_two_stage(cfg, run_dir, resume=resume, device=device, progress=progress, log=log)
     info = setup_distributed(device)
     run_dir = Path(run_dir)
     tc = cfg.train
-    if tc.batch_size % info.world:
-        raise ValueError(f"batch_size {tc.batch_size} must be divisible by the number of processes ({info.world})")
+    if tc.batch_size % (info.world * tc.grad_accum):
+        raise ValueError(
+            f"batch_size {tc.batch_size} must be divisible by the number of processes ({info.world}) times grad_accum ({tc.grad_accum})"
+        )
     local_batch = tc.batch_size // info.world
+    plan = resolve_speed(tc, info.device, width=cfg.model.max_channels)
 
     data = ClipDataset(cfg.data)
     cfg = cfg.model_copy(deep=True)
     cfg.model.frames, cfg.model.resolution = data.frames, data.size
-    cfg.model.channels, cfg.model.num_classes = data.channels, data.num_classes
+    cfg.model.channels, cfg.model.num_classes, cfg.model.classes = data.channels, data.num_classes, list(data.classes)
     cfg.model.fps = float(data.fps or 8.0)
     resume_from = _prepare_run_dir(cfg, run_dir, resume)
 
@@ -264,9 +332,16 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
     G, D = build_model(cfg.model)
     G.to(info.device)
     D.to(info.device)
+    if plan.channels_last:
+        to_channels_last(G)
+        to_channels_last(D)
+    if plan.dtype is not None and info.world > 1:  # cross-process BatchNorm sums its statistics itself
+        fp32_batch_statistics(G)
+        fp32_batch_statistics(D)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    opt_g = torch.optim.Adam(G.parameters(), lr=tc.lr_g, betas=tc.betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_d, betas=tc.betas)
+    opt_g = make_adam(G.parameters(), tc.lr_g, tc.betas, plan)
+    opt_d = make_adam(D.parameters(), tc.lr_d, tc.betas, plan)
+    prec = StepPrecision(plan)
     settings = StepSettings.from_config(cfg.loss, tc.seed)
     lr_factor(tc.lr_schedule, 0, tc.steps, tc.warmup_steps)  # validate the schedule name up front
     noise = torch.Generator().manual_seed(tc.seed + 1)  # same stream on every rank; each takes its slice
@@ -275,6 +350,8 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
     # (labels, first frames, captions) and as the real reference; one per fixed noise vector, cycling
     # through the dataset when it has fewer clips than that.
     text_table = caption_embeddings(data) if cfg.model.condition == "text" else None
+    if text_table is not None and resume_from is None:  # on resume the checkpoint holds them
+        standardise_text([G, G_ema, D], text_table)
     ref_index = [i % len(data) for i in range(tc.num_samples)]
     ref_clips, ref_labels = data.get_batch(ref_index)
     ref_real = to_model(ref_clips)
@@ -292,15 +369,24 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
         ckpt.optimizer_from_flat(opt_g, "opt_g", tensors, state["opt_g"])
         ckpt.optimizer_from_flat(opt_d, "opt_d", tensors, state["opt_d"])
         noise.set_state(tensors["rng.noise"])
-        settings.aug_rng.set_state(tensors["rng.augment"])
         torch.set_rng_state(tensors["rng.torch"])
+        prec.load_state_dict(state.get("loss_scalers", {}))
         step, elapsed_before = state["step"], state["elapsed"]
-        log(f"resuming {run_dir} from step {step}")
+        saved_world = state.get("world_size", info.world)
+        log(f"resuming {run_dir} from step {step}" + (f" (saved by {saved_world} processes, continuing on {info.world})" if saved_world != info.world else ""))
     elif resume:
         log(f"{run_dir}: no checkpoint yet; starting from step 0")
 
-    G_train = DDP(G) if info.world > 1 else G
-    D_train = DDP(D) if info.world > 1 else D
+    if info.is_main:
+        log(plan.describe(local_batch // tc.grad_accum))
+    ddp_devices = [info.device.index] if info.device.type == "cuda" else None  # one GPU per process
+    G_train = DDP(G, device_ids=ddp_devices) if info.world > 1 else G
+    D_train = DDP(D, device_ids=ddp_devices) if info.world > 1 else D
+    # torch.compile (opt-in): every way the step calls G and D; a failure turns the run back to eager.
+    compiler = Compiler(plan.compile, log if info.is_main else (lambda s: None))
+    G_run, D_run = compiler(G), compiler(D)
+    G_train = G_run if G_train is G else compiler(G_train)
+    D_train = D_run if D_train is D else compiler(D_train)
     order = BatchOrder(len(data), tc.batch_size, tc.seed)
     writer = None
     if info.is_main:
@@ -310,19 +396,25 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=step)
+    evaluator = None
+    if tc.eval_every:  # quality metrics every N steps (vidgan.metrics), appended to RUN/metrics.jsonl
+        from vidgan.metrics.evaluate import TrainingEval
+
+        evaluator = TrainingEval(cfg, run_dir, info.rank, info.world, info.device, text_table)
 
     def save(at_step: int) -> None:
         if not info.is_main:
             return
         g_t, g_meta = ckpt.optimizer_to_flat(opt_g, "opt_g")
         d_t, d_meta = ckpt.optimizer_to_flat(opt_d, "opt_d")
-        tensors = {**g_t, **d_t, "rng.noise": noise.get_state(), "rng.augment": settings.aug_rng.get_state(), "rng.torch": torch.get_rng_state()}
+        tensors = {**g_t, **d_t, "rng.noise": noise.get_state(), "rng.torch": torch.get_rng_state()}
         ckpt.save_checkpoint(
             run_dir,
             at_step,
             {"generator": G.state_dict(), "generator_ema": G_ema.state_dict(), "discriminator": D.state_dict()},
             tensors,
-            {"elapsed": elapsed_before + time.monotonic() - t_start, "opt_g": g_meta, "opt_d": d_meta, "world_size": info.world},
+            {"elapsed": elapsed_before + time.monotonic() - t_start, "opt_g": g_meta, "opt_d": d_meta, "world_size": info.world,
+             "precision": plan.precision, "loss_scalers": prec.state_dict()},
             keep=tc.keep_checkpoints,
         )
 
@@ -350,11 +442,14 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
     t_log, clips_seen, clips_per_s = time.monotonic(), 0, 0.0
     stopped, stats, collapsed_logs = "steps", torch.zeros(5), 0
     lo, hi = info.rank * local_batch, (info.rank + 1) * local_batch
+    workers = default_loader_workers(info.device, tc.loader_workers)
+    batches = iter(ClipLoader(data, order.indices, lo, hi, start=step, stop=tc.steps, workers=workers, pin_memory=info.device.type == "cuda"))
     try:
         while step < tc.steps:
-            idx = order.indices(step)[lo:hi]
-            clips, labels = data.get_batch(idx)
-            real = to_model(clips).to(info.device)
+            idx, clips, labels = next(batches)
+            real = to_model(clips.to(info.device, non_blocking=True))  # uint8 until the device: 4x less to copy
+            if plan.channels_last:
+                real = real.contiguous(memory_format=torch.channels_last_3d)
             text = None if text_table is None else text_table[idx].to(info.device)
             cond = batch_condition(cfg.model.condition, real, labels.to(info.device), text)
             z_d = torch.randn(tc.batch_size, G.z_dim, generator=noise)[lo:hi].to(info.device)
@@ -364,15 +459,22 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
             for opt, base in ((opt_g, tc.lr_g), (opt_d, tc.lr_d)):
                 for group in opt.param_groups:
                     group["lr"] = base * factor
-            loss_d, loss_g, real_logits, fake_logits = gan_step(G, D, G_train, D_train, opt_g, opt_d, settings, real, z_d, z_g, cond, step)
+            # Augmentation draws: a fresh stream per (seed, step, rank), so ranks augment differently and a
+            # resumed run (on any number of processes) needs no saved augmentation state.
+            settings.aug_rng.manual_seed(stream_seed(tc.seed, step, info.rank))
+            loss_d, loss_g, real_logits, fake_logits = gan_step(
+                G_run, D_run, G_train, D_train, opt_g, opt_d, settings, real, z_d, z_g, cond, step, precision=prec, accum=tc.grad_accum
+            )
             ema_update(G_ema, G, min(tc.ema_beta, (1 + step) / (10 + step)))
             step += 1
 
             over_budget = tc.time_budget is not None and time.monotonic() - t_start > tc.time_budget
-            stats = torch.stack([loss_d, loss_g, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean(), torch.tensor(float(over_budget or interrupted["flag"]))]).float().cpu()
-            if info.world > 1:
+            stop_flag = torch.tensor(float(over_budget or interrupted["flag"]), device=loss_d.device)
+            stats = torch.stack([loss_d, loss_g, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean(), stop_flag]).float()
+            if info.world > 1:  # on the device: nccl reduces GPU tensors only
                 dist.all_reduce(stats)
                 stats[:4] /= info.world
+            stats = stats.cpu()
             if not torch.isfinite(stats[:2]).all():
                 last = ckpt.latest_checkpoint(run_dir)
                 raise NonFiniteLossError(
@@ -405,6 +507,13 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
                             writer.add_scalar(f"train/{key}", record[key], step)
             if step % tc.sample_every == 0:
                 write_samples(step)
+            if evaluator is not None and step % tc.eval_every == 0:
+                scores = evaluator(G_ema, step)  # every rank generates its share; rank 0 gets the numbers
+                if info.is_main:
+                    for r in scores:
+                        writer.add_scalar(f"eval/{r['metric']}", r["value"], step)
+                    with tqdm.external_write_mode():
+                        log(f"step {step}: " + ", ".join(f"{r['metric']} {r['value']:.4g}" for r in scores))
             if stats[4] > 0:
                 stopped = "interrupted" if interrupted["flag"] else "time_budget"
                 break
