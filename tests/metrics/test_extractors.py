@@ -134,3 +134,58 @@ def test_effnet_ranks_real_below_shuffled_below_noise(mnist_data):
     half = features["a"].shape[1] // 2
     np.testing.assert_allclose(features["shuffled"][:, :half], features["b"][:, :half], rtol=1e-4, atol=1e-4)
     assert frechet_distance_rows(features["a"][:, half:], features["shuffled"][:, half:]) > frechet_distance_rows(features["a"][:, half:], features["b"][:, half:])
+
+
+@pytest.fixture(scope="module")
+def c3d_files(tmp_path_factory):
+    from vidgan.metrics.c3d import C3D, save_c3d
+
+    torch.manual_seed(0)
+    model = C3D(width=0.0625).eval()
+    for m in model.modules():  # variance-preserving weights, so that a narrow random network still tells clips apart
+        if isinstance(m, (torch.nn.Conv3d, torch.nn.Linear)):
+            torch.nn.init.kaiming_normal_(m.weight)
+    with torch.no_grad():
+        model.fc8.weight.mul_(30.0)
+    root = tmp_path_factory.mktemp("c3d")
+    save_c3d(model, root / "c3d.safetensors")
+    torch.jit.save(torch.jit.script(model), str(root / "c3d_ucf101.pt"))
+    return model, root
+
+
+def test_c3d_torchscript_and_safetensors_give_the_module_s_outputs(c3d_files):
+    from vidgan.metrics.extractors import C3DExtractor
+
+    model, root = c3d_files
+    clips = _clips(n=3, t=16, size=32)
+    with torch.no_grad():
+        expected = model(clips.permute(0, 4, 1, 2, 3).float())
+    for name in ("c3d_ucf101.pt", "c3d.safetensors"):
+        out = C3DExtractor(root / name)(clips)["video"]
+        assert out.shape == (3, 101)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(expected.sum(1), torch.ones(3))
+    assert expected.max(1).values.min() > 2 / 101  # not the uniform distribution: the test network is informative
+    with pytest.raises(ValueError, match="exactly 16 frames, got 8"):
+        C3DExtractor(root / "c3d.safetensors")(_clips(n=1, t=8))
+    with pytest.raises(WeightsError, match="--c3d-weights"):
+        get_extractor("c3d")
+
+
+def test_video_inception_score_is_one_for_a_repeated_clip_and_higher_for_varied_clips(c3d_files):
+    from vidgan.metrics.evaluate import ArraySource, EvalOptions, compute
+
+    _, root = c3d_files
+    colours = np.random.default_rng(1).integers(0, 256, size=(20, 1, 1, 1, 3), dtype=np.uint8)
+    varied = np.ascontiguousarray(np.broadcast_to(colours, (20, 20, 32, 32, 3)))  # one solid colour per clip
+    repeated = np.repeat(varied[:1], 20, axis=0)
+    options = EvalOptions(metrics="isv2048_16f", n=20, c3d_weights=root / "c3d.safetensors", progress=False)
+    high = compute(ArraySource(varied), None, options).records
+    low = compute(ArraySource(repeated), None, options).records
+    assert [r["metric"] for r in high] == ["isv20_16f"] and high[0]["extractor"] == "c3d"
+    assert high[0]["protocol"]["frames"] == 16 and high[0]["protocol"]["splits"] == 10 and high[0]["n_real"] is None
+    assert low[0]["value"] == pytest.approx(1.0, abs=1e-6)
+    assert high[0]["value"] > 1.1  # 10 splits of 2 clips: at most 2
+    # a full name asks for its clip length: 128-frame FVD on these 20-frame clips is refused, naming the fix
+    with pytest.raises(ValueError, match="fvd2048_128f needs clips of 128 frames but these have 20; use fvd2048_20f"):
+        compute(ArraySource(varied), ArraySource(varied), EvalOptions(metrics="fvd2048_128f", progress=False))

@@ -20,10 +20,11 @@ def _errors() -> tuple[type[Exception], ...]:
 def evaluate(
     target: Path = typer.Argument(..., help="run folder (newest checkpoint), checkpoint folder, folder of videos, or prepared dataset"),
     real: Optional[Path] = typer.Option(None, "--real", help="real clips: a prepared dataset or a folder of videos"),
-    metrics: str = typer.Option("fd_effnet2048_16f,pr,diversity", help="comma-separated: fd_effnet2048_16f, kd_effnet2048_16f, fvd2048_16f, fvd2048_128f, kvd2048_16f, fid50k, is2048, pr, diversity"),
+    metrics: str = typer.Option("fd_effnet2048_16f,pr,diversity", help="comma-separated: fd_effnet2048_16f, kd_effnet2048_16f, fvd2048_16f, fvd2048_128f, kvd2048_16f, fid50k, is2048, isv2048_16f, pr, diversity"),
     n: Optional[int] = typer.Option(None, help="clips (frames for fid/is) per side; replaces the count in the metric names, and the recorded name says so"),
     i3d_weights: Optional[Path] = typer.Option(None, help="I3D weights for fvd/kvd: StyleGAN-V's i3d_torchscript.pt or a vidgan safetensors file"),
     inception_weights: Optional[Path] = typer.Option(None, help="Inception weights for fid/is: inception-2015-12-05.pt (TorchScript) or a vidgan safetensors file"),
+    c3d_weights: Optional[Path] = typer.Option(None, help="C3D weights for isv (video Inception Score): StyleGAN-V's c3d_ucf101.pt or a vidgan safetensors file"),
     all_checkpoints: bool = typer.Option(False, help="evaluate every checkpoint of the run (one line per metric and step)"),
     step: Optional[int] = typer.Option(None, help="evaluate this checkpoint step (default: the newest)"),
     out: Optional[Path] = typer.Option(None, help="folder for metrics.jsonl and report.html (default: the run / TARGET folder)"),
@@ -42,7 +43,7 @@ def evaluate(
 
     options = EvalOptions(
         metrics=metrics, n=n, seed=seed, size=size, batch_size=batch_size, device=device, precision=precision, effnet_size=effnet_size,
-        i3d_weights=i3d_weights, inception_weights=inception_weights, cache=cache, progress=progress,
+        i3d_weights=i3d_weights, inception_weights=inception_weights, c3d_weights=c3d_weights, cache=cache, progress=progress,
     )
     try:
         result = run_evaluate(target, real, options, out=out, all_checkpoints=all_checkpoints, step=step, report=report, log=typer.echo)

@@ -57,6 +57,7 @@ class EvalOptions:
     precision: str = "auto"
     i3d_weights: str | Path | None = None
     inception_weights: str | Path | None = None
+    c3d_weights: str | Path | None = None
     effnet_size: int = 224
     cache: bool = True
     cache_dir: str | Path | None = None
@@ -414,7 +415,7 @@ def _now() -> str:
 
 
 def _extractor_for(spec: MetricSpec, options: EvalOptions, device):
-    weights = {"i3d": options.i3d_weights, "inception": options.inception_weights}.get(spec.info.extractor)
+    weights = {"i3d": options.i3d_weights, "inception": options.inception_weights, "c3d": options.c3d_weights}.get(spec.info.extractor)
     size = options.effnet_size if spec.info.extractor == "effnet-lite0" else None
     return get_extractor(spec.info.extractor, device, options.precision, weights, size)
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from vidgan.metrics.fid import InceptionV3
+from vidgan.metrics.c3d import C3D, C3D_FRAMES, C3D_SOURCE
 from vidgan.metrics.fvd import InceptionI3d
 
 I3D_SOURCE = "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1"
@@ -285,7 +286,35 @@ class Inception(_UserWeights):
         return result
 
 
-EXTRACTORS = {"effnet-lite0": EffNetLite0, "i3d": I3D, "inception": Inception}
+class C3DExtractor(_UserWeights):
+    """UCF-101 C3D class probabilities per 16-frame clip, for the video Inception Score (isv)."""
+
+    name = "c3d"
+    outputs = ("video",)
+    build = staticmethod(lambda width: C3D(width=width))
+    source = C3D_SOURCE
+    flag = "--c3d-weights"
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name, "weights": self.weights.name, "weights_sha256": self.sha256, "format": self.format,
+            "call": "net(x), x = uint8 levels as float (B, 3, 16, H, W), resized by the net",
+            "output": "101 UCF-101 class probabilities per clip", "precision": self.precision,
+        }
+
+    def __call__(self, clips, outputs=None):
+        if clips.ndim == 5 and clips.shape[1] != C3D_FRAMES:
+            raise ValueError(f"c3d (video IS) takes clips of exactly {C3D_FRAMES} frames, got {clips.shape[1]}; use isv2048_16f on clips of 16 frames or more")
+        probs = self._run(_rgb_float(clips).to(self.device))
+        if not self._checked:
+            self._check(probs, None, "class probabilities")
+            if not torch.allclose(probs.sum(1), torch.ones(len(probs)), atol=1e-3):
+                raise WeightsError(f"{self.weights}: class outputs do not sum to 1; is this the right file for {self.name}? ({self.source})")
+            self._checked = True
+        return {"video": probs}
+
+
+EXTRACTORS = {"effnet-lite0": EffNetLite0, "i3d": I3D, "inception": Inception, "c3d": C3DExtractor}
 _LOADED: dict[tuple, Extractor] = {}
 
 

@@ -8,6 +8,7 @@
     diversity2048_16f  mean pairwise distance of generated clips / of real clips, and near-duplicates
     fid50k             Frechet distance of Inception pool features of 50k frames (one per clip) (FID)
     is2048             Inception Score of 2048 generated frames (one per clip), 10 splits
+    isv2048_16f        video Inception Score: UCF-101 C3D class probabilities of 2048 16-frame clips, 10 splits
 
 The count may be written 2048 or 50k. A bare family name (`fd_effnet`, `pr`, `fid`, ...) takes its
 count from --n (else the family's standard count) and 16 frames, or every frame of clips shorter
@@ -40,6 +41,7 @@ FAMILIES = {
     "diversity": Family("effnet-lite0", "video", "diversity", 2048),
     "fid": Family("inception", "pool", "fd", 50_000),
     "is": Family("inception", "probs", "is", 2048, needs_real=False),
+    "isv": Family("c3d", "video", "is", 2048, needs_real=False),
 }
 VIDEO_FAMILIES = [f for f, fam in FAMILIES.items() if fam.output == "video"]
 FRAME_FAMILIES = [f for f, fam in FAMILIES.items() if fam.output != "video"]
@@ -110,7 +112,7 @@ def parse_metric(text: str, n: int | None = None, effnet_size: int = EFFNET_SIZE
     else:
         raise ValueError(
             f"unknown metric {name!r}; use e.g. fd_effnet2048_16f, kd_effnet2048_16f, fvd2048_16f, fvd2048_128f, kvd2048_16f, "
-            f"fid50k, is2048, pr, diversity (or a bare family: {', '.join(FAMILIES)})"
+            f"fid50k, is2048, isv2048_16f, pr, diversity (or a bare family: {', '.join(FAMILIES)})"
         )
     if spec.n < 2 or (spec.frames is not None and spec.frames < 1):
         raise ValueError(f"{name}: needs at least 2 clips and 1 frame")

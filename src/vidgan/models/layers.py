@@ -43,6 +43,8 @@ class BatchNorm(nn.BatchNorm3d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
+        # Sums in float32 whatever the autocast dtype: E[x^2] - E[x]^2 in bf16 loses the variance.
+        in_dtype, x = x.dtype, x.float()
         dims = [0] + list(range(2, x.dim()))
         count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
         stats = torch.cat([count, x.sum(dims), (x * x).sum(dims)])
@@ -56,7 +58,7 @@ class BatchNorm(nn.BatchNorm3d):
             self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
         shape = [1, -1] + [1] * (x.dim() - 2)
         x_hat = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
-        return x_hat * self.weight.view(shape) + self.bias.view(shape)
+        return (x_hat * self.weight.view(shape) + self.bias.view(shape)).to(in_dtype)
 
 
 def maybe_spectral_norm(module: nn.Module, enabled: bool) -> nn.Module:
