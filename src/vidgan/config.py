@@ -72,6 +72,9 @@ class VQConfig(_Strict):
     ema_decay: float = 0.99  # codebook EMA
     restart_threshold: float = 1.0  # a code whose EMA usage (vectors per batch) falls below this is restarted
     recon_loss: str = "l2"  # l1 | l2
+    adversarial: float = 0.0  # weight of the optional patch adversarial term (hinge, 3D PatchGAN critic); 0 = off
+    adversarial_start: int = 0  # step at which the adversarial term starts (reconstruction alone before it)
+    adversarial_width: int = 32  # channels of the critic's first layer
     # stage 2: Transformer prior (vidgan.models.transformer)
     n_layer: int = 4
     n_head: int = 4

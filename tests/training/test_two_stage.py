@@ -113,11 +113,14 @@ def _weights(run, name):
     return load_file(str(ckpt.latest_checkpoint(run) / f"{name}.safetensors"))
 
 
-@pytest.mark.parametrize("stage", ["vqvae", "videogpt"])
+@pytest.mark.parametrize("stage", ["vqvae", "vqvae-adversarial", "videogpt"])
 def test_resume_continues_exactly(stage, vq_run, mnist16, tmp_path):
-    extra = {"model.name": stage, "train.checkpoint_every": 2}
+    extra = {"model.name": stage.split("-")[0], "train.checkpoint_every": 2}
     if stage == "videogpt":
         extra["vq.vqvae_run"] = str(vq_run)
+    if stage == "vqvae-adversarial":
+        extra["vq.adversarial"] = 0.1
+    stage = extra["model.name"]
     name = "vqvae" if stage == "vqvae" else "generator_ema"
     train(tiny_config(mnist16, **extra, **{"train.steps": 4}), tmp_path / "whole", **QUIET)
     train(tiny_config(mnist16, **extra, **{"train.steps": 2}), tmp_path / "split", **QUIET)
@@ -148,3 +151,45 @@ def test_class_prior_takes_its_labels(vq_run, mnist16, tmp_path):
     a, b = pipe(n=2, seed=0, label=3), pipe(n=2, seed=0, label=5)
     assert a.shape == (2, 8, 16, 16, 1) and not np.array_equal(a, b)
     assert np.array_equal(a, pipe(n=2, seed=0, label="3"))
+
+
+def test_vqvae_patch_adversarial_term(mnist16, tmp_path):
+    """The critic starts at vq.adversarial_start, learns to tell clips from reconstructions, and its
+    term reaches the VQ-VAE (whose weights then differ from a run without it)."""
+    from vidgan.training.loop import RunDirError
+
+    from conftest import read_log
+
+    base = {"model.name": "vqvae", "train.steps": 40, "vq.adversarial_width": 8}
+    train(tiny_config(mnist16, **base, **{"vq.adversarial": 0.5, "vq.adversarial_start": 10}), tmp_path / "adv", **QUIET)
+    train(tiny_config(mnist16, **base, **{"vq.adversarial": 0.5, "vq.adversarial_start": 1000}), tmp_path / "never", **QUIET)
+    train(tiny_config(mnist16, **base), tmp_path / "plain", **QUIET)
+    log = read_log(tmp_path / "adv")
+    assert all("adv_d" not in r for r in log if r["step"] <= 10) and all("adv_d" in r for r in log if r["step"] > 10)
+    late = [r for r in log if r["step"] > 30]
+    assert np.mean([r["critic_real"] - r["critic_fake"] for r in late]) > 0  # it tells real clips from reconstructions
+    assert np.mean([r["adv_d"] for r in late]) < 2.0  # below the hinge loss of a critic that cannot tell (2)
+    assert "critic.safetensors" in {p.name for p in ckpt.latest_checkpoint(tmp_path / "adv").iterdir()}
+    # same critic built in both, used in one: the term is what changes the VQ-VAE
+    a, b = _weights(tmp_path / "adv", "vqvae"), _weights(tmp_path / "never", "vqvae")
+    assert not torch.equal(a["decoder.net.0.weight"], b["decoder.net.0.weight"])
+    assert all("adv_d" not in r for r in read_log(tmp_path / "never"))
+    with pytest.raises(RunDirError, match="model/vq settings differ"):
+        train(tiny_config(mnist16, **{**base, "train.steps": 50, "vq.adversarial": 0.5}), tmp_path / "plain", resume=True, **QUIET)
+    with pytest.raises(ValueError, match="vq.adversarial must be >= 0"):
+        train(tiny_config(mnist16, **{**base, "vq.adversarial": -1.0}), tmp_path / "neg", **QUIET)
+
+
+def test_prior_scores_itself_during_training(vq_run, mnist16, tmp_path):
+    evals = {"train.eval_every": 2, "train.eval_n": 8, "train.eval_image_size": 32, "train.eval_metrics": "fd_effnet,diversity"}
+    printed = []
+    train(tiny_config(mnist16, **{"model.name": "videogpt", "vq.vqvae_run": str(vq_run), "train.steps": 4, **evals}), tmp_path / "p",
+          progress=False, log=printed.append)
+    lines = [json.loads(line) for line in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["metric"]) for r in lines] == [
+        (step, name) for step in (2, 4) for name in ("fd_effnet8_8f_32px", "diversity8_8f_32px", "diversity8_8f_32px_near_duplicates")
+    ]
+    assert all(np.isfinite(r["value"]) and r["protocol"]["fake"]["model"] == "videogpt" for r in lines)
+    assert any(p.startswith("step 4: fd_effnet8_8f_32px") for p in printed)
+    with pytest.raises(ValueError, match="give it to the prior"):
+        train(tiny_config(mnist16, **{"model.name": "vqvae", "train.steps": 2, **evals}), tmp_path / "v", **QUIET)

@@ -207,6 +207,29 @@ class VQVAE(nn.Module):
         return self.decoder(self.codebook.lookup(codes)).clamp(-1, 1)
 
 
+class PatchDiscriminator(nn.Module):
+    """A 3D PatchGAN critic for the optional adversarial term (as in VQGAN / TATS): one logit per
+    overlapping spatio-temporal patch of a clip, so it judges local texture and motion rather than
+    the whole clip. `layers` stride-2 convolutions (time is halved while it is longer than 2)."""
+
+    def __init__(self, channels: int = 3, width: int = 64, layers: int = 3):
+        super().__init__()
+        blocks, cin = [], channels
+        for i in range(layers):
+            cout = width * min(2 ** i, 8)
+            blocks += [nn.utils.parametrizations.spectral_norm(nn.Conv3d(cin, cout, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+            cin = cout
+        self.layers = layers
+        self.body = nn.Sequential(*blocks)
+        self.head = nn.Conv3d(cin, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        need = 2 ** self.layers
+        if x.shape[2] < need:  # too few frames for the temporal strides: repeat each frame
+            x = x.repeat_interleave(-(-need // x.shape[2]), dim=2)
+        return self.head(self.body(x))
+
+
 def vqvae_loss(x: torch.Tensor, recon: torch.Tensor, q: Quantized, kind: str = "l2", commitment_weight: float = 0.25):
     """(total, reconstruction) loss: L1 or L2 reconstruction + beta x commitment."""
     if kind == "l2":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import signal
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from vidgan.config import RunConfig
@@ -29,7 +31,7 @@ from vidgan.data.clips import ClipDataset
 from vidgan.data.video_io import to_model, to_uint8, write_grid
 from vidgan.models.layers import Condition, standardise_text
 from vidgan.models.transformer import TwoStageGenerator
-from vidgan.models.vqvae import VQVAE, psnr, vqvae_loss
+from vidgan.models.vqvae import VQVAE, PatchDiscriminator, psnr, vqvae_loss
 from vidgan.training import checkpoint as ckpt
 from vidgan.training.loop import (BatchOrder, RunDirError, NonFiniteLossError, _main_thread, _truncate_log, batch_condition,
                                   caption_embeddings, ema_update, lr_factor, pick_device, stream_seed)
@@ -135,16 +137,21 @@ class Session:
             self.log(f"stopped at step {self.step} ({self.stopped.replace('_', ' ')}); checkpoint saved, continue with --resume")
 
 
-def _save(session: Session, weights: dict, opt: torch.optim.Optimizer, extra_state: dict | None = None) -> None:
+def _save(session: Session, weights: dict, opt: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None = None) -> None:
     tensors, meta = ckpt.optimizer_to_flat(opt, "opt")
+    state = {"elapsed": session.elapsed(), "opt": meta, "world_size": 1}
+    if opt_d is not None:  # the VQ-VAE's adversarial critic
+        tensors_d, state["opt_d"] = ckpt.optimizer_to_flat(opt_d, "opt_d")
+        tensors.update(tensors_d)
     tensors["rng.torch"] = torch.get_rng_state()
-    ckpt.save_checkpoint(session.run_dir, session.step, weights, tensors,
-                         {"elapsed": session.elapsed(), "opt": meta, "world_size": 1, **(extra_state or {})}, keep=session.cfg.train.keep_checkpoints)
+    ckpt.save_checkpoint(session.run_dir, session.step, weights, tensors, state, keep=session.cfg.train.keep_checkpoints)
 
 
-def _restore(resume_from: Path, opt: torch.optim.Optimizer) -> tuple[int, float]:
+def _restore(resume_from: Path, opt: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None = None) -> tuple[int, float]:
     state, tensors = ckpt.load_state(resume_from)
     ckpt.optimizer_from_flat(opt, "opt", tensors, state["opt"])
+    if opt_d is not None:  # the run's config.json pins vq.adversarial, so the critic's state is there
+        ckpt.optimizer_from_flat(opt_d, "opt_d", tensors, state["opt_d"])
     torch.set_rng_state(tensors["rng.torch"])
     return state["step"], state["elapsed"]
 
@@ -165,8 +172,8 @@ def train_two_stage(cfg: RunConfig, run_dir: str | Path, resume: bool = False, d
         raise ValueError(f"{cfg.model.name!r} is not a two-stage model ({', '.join(TWO_STAGE_MODELS)})")
     if cfg.vq.recon_loss not in ("l1", "l2"):
         raise ValueError(f"unknown vq.recon_loss {cfg.vq.recon_loss!r}; choose l1 or l2")
-    if cfg.train.eval_every:
-        raise ValueError("train.eval_every is not supported for the two-stage models yet; score checkpoints afterwards with `vidgan evaluate RUN --real DATA`")
+    if cfg.train.eval_every and cfg.model.name == "vqvae":
+        raise ValueError("train.eval_every scores generators: give it to the prior (--model videogpt); the VQ-VAE logs its reconstruction PSNR")
     lr_factor(cfg.train.lr_schedule, 0, cfg.train.steps, cfg.train.warmup_steps)  # bad schedule names fail now
     dev = pick_device(device)
     data = ClipDataset(cfg.data)
@@ -189,11 +196,22 @@ def _train_vqvae(cfg: RunConfig, data: ClipDataset, run_dir: Path, resume: bool,
     model = VQVAE.from_config(cfg.model, vq).to(dev)
     model.grid(data.frames, data.size, data.size)
     opt = torch.optim.Adam(model.parameters(), lr=vq.lr, betas=vq.betas, weight_decay=vq.weight_decay)
+    critic = opt_d = None
+    if vq.adversarial < 0:
+        raise ValueError(f"vq.adversarial must be >= 0 (0 turns the patch adversarial term off), got {vq.adversarial}")
+    if vq.adversarial > 0:
+        critic = PatchDiscriminator(cfg.model.channels, vq.adversarial_width, layers=max(1, min(3, int(math.log2(data.size)) - 1))).to(dev)
+        opt_d = torch.optim.Adam(critic.parameters(), lr=vq.lr, betas=(0.5, 0.9))
     step, elapsed = 0, 0.0
     if resume_from is not None:
         model.load_state_dict(ckpt.load_weights(resume_from, "vqvae"))
-        step, elapsed = _restore(resume_from, opt)
+        if critic is not None:
+            critic.load_state_dict(ckpt.load_weights(resume_from, "critic"))
+        step, elapsed = _restore(resume_from, opt, opt_d)
         log(f"resuming {run_dir} from step {step}")
+
+    def weights() -> dict:
+        return {"vqvae": model.state_dict(), **({} if critic is None else {"critic": critic.state_dict()})}
     ref = to_model(data.get_batch([i % len(data) for i in range(tc.num_samples)])[0]).to(dev)
     order = BatchOrder(len(data), tc.batch_size, tc.seed)
     session = Session(cfg, run_dir, step, elapsed, progress, log)
@@ -216,22 +234,34 @@ def _train_vqvae(cfg: RunConfig, data: ClipDataset, run_dir: Path, resume: bool,
             rng.manual_seed(stream_seed(tc.seed, session.step, 0))  # codebook init / restart draws: resumable
             recon, q = model(x, rng)
             loss, rec = vqvae_loss(x, recon, q, vq.recon_loss, vq.commitment)
+            adversarial = critic is not None and session.step >= vq.adversarial_start
+            if adversarial:  # hinge generator term: the critic's patches should call the reconstruction real
+                g_adv = -critic(recon).mean()
+                loss = loss + vq.adversarial * g_adv
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            record = {}
+            if adversarial:
+                d_real, d_fake = critic(x), critic(recon.detach())
+                d_loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+                opt_d.zero_grad(set_to_none=True)  # also drops the grads the generator term left on the critic
+                d_loss.backward()
+                opt_d.step()
+                record = {"adv_g": g_adv.item(), "adv_d": d_loss.item(), "critic_real": d_real.mean().item(), "critic_fake": d_fake.mean().item()}
             loss_v, last_psnr = loss.item(), psnr(x, recon.detach())
             record = {"loss": loss_v, "recon": rec.item(), "commitment": q.commitment.item(), "psnr": last_psnr,
                       "perplexity": q.perplexity.item(), "codes_used": int(q.used), "ema_updates": int(model.codebook.ema_updates),
-                      "restarts": int(model.codebook.restarts)}
+                      "restarts": int(model.codebook.restarts), **record}
             stop = session.end_step(record)
             if session.step % tc.sample_every == 0:
                 write_samples()
             if stop:
                 break
             if session.step % tc.checkpoint_every == 0:
-                _save(session, {"vqvae": model.state_dict()}, opt)
+                _save(session, weights(), opt, opt_d)
         if ckpt.latest_checkpoint(run_dir) != ckpt.checkpoint_dir(run_dir, session.step) or session.stopped != "steps":
-            _save(session, {"vqvae": model.state_dict()}, opt)
+            _save(session, weights(), opt, opt_d)
         if session.step % tc.sample_every:
             write_samples()
     finally:
@@ -361,6 +391,11 @@ def _train_prior(cfg: RunConfig, data: ClipDataset, run_dir: Path, resume: bool,
     fixed_cond = batch_condition(cfg.model.condition, ref_real, ref_labels, None if text_table is None else text_table[ref_index])
     fixed_z = torch.randn(tc.num_samples, gen.z_dim, generator=torch.Generator().manual_seed(tc.seed + 2))
     order = BatchOrder(len(data), tc.batch_size, tc.seed)
+    evaluator = None
+    if tc.eval_every:  # quality metrics every N steps, appended to RUN/metrics.jsonl, as for the GANs
+        from vidgan.metrics.evaluate import TrainingEval
+
+        evaluator = TrainingEval(cfg, run_dir, 0, 1, dev, text_table)
     session = Session(cfg, run_dir, step, elapsed, progress, log)
     loss_v = float("nan")
 
@@ -396,6 +431,10 @@ def _train_prior(cfg: RunConfig, data: ClipDataset, run_dir: Path, resume: bool,
             stop = session.end_step({"loss": loss_v, "bits_per_token": loss_v / np.log(2)})
             if session.step % tc.sample_every == 0:
                 write_samples()
+            if evaluator is not None and session.step % tc.eval_every == 0:
+                scores = evaluator(gen_ema, session.step)
+                with tqdm.external_write_mode():
+                    log(f"step {session.step}: " + ", ".join(f"{r['metric']} {r['value']:.4g}" for r in scores))
             if stop:
                 break
             if session.step % tc.checkpoint_every == 0:
