@@ -30,6 +30,18 @@ MODELS = ["videogan", "videogan-2stream", "tgan", "mocogan"]
 DATASETS = ["moving-mnist", "shapes"]
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. /proc's VmHWM starts afresh at exec; ru_maxrss would carry
+    the parent's peak over from the fork (the parent holds the evaluation networks)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(args) -> None:
     import torch
 
@@ -43,7 +55,7 @@ def child(args) -> None:
     seconds = time.monotonic() - t0
     log = [json.loads(line) for line in (Path(args.run) / "log.jsonl").read_text().splitlines()]
     speeds = [r["clips_per_s"] for r in log[1:]] or [r["clips_per_s"] for r in log]
-    print(json.dumps({"steps": result.step, "seconds": seconds, "clips_per_s": sum(speeds) / len(speeds), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"steps": result.step, "seconds": seconds, "clips_per_s": sum(speeds) / len(speeds), "peak_rss_mb": peak_rss_mb()}))
 
 
 def main() -> None:

@@ -65,6 +65,10 @@ def test_cli_errors_are_one_line(tmp_path, mnist_data):
         (["generate", str(tmp_path / "norun"), "--out", str(tmp_path / "o")], "no checkpoint found"),
         (["prepare", str(tmp_path / "missing"), str(tmp_path / "o")], "not a folder"),
         (["train", "--resume", "--out", str(tmp_path / "nothing")], "no dataset given"),
+        (["train", str(mnist_data), "--out", str(tmp_path / "r"), "--set", "train.lr_dd=1"], "train has no setting 'lr_dd'; it has batch_size"),
+        (["train", str(mnist_data), "--out", str(tmp_path / "r"), "--set", "lr_d=1"], "write SECTION.KEY=VALUE"),
+        (["train", str(mnist_data), "--out", str(tmp_path / "r"), "--set", "optim.lr=1"], "no section 'optim'"),
+        (["train", str(mnist_data), "--out", str(tmp_path / "r"), "--set", "train.steps=many"], "--set: train.steps:"),
     ]
     for args, message in cases:
         result = runner.invoke(app, args)
@@ -78,10 +82,13 @@ def test_train_and_resume_commands(mnist_data, tmp_path):
     result = runner.invoke(app, ["train", str(mnist_data), "--config", "tiny", "--out", str(run), "--steps", "4", "--no-progress"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["train", "--resume", "--out", str(run), "--steps", "6", "--no-progress"])
-    flags = runner.invoke(app, ["train", str(mnist_data), "--config", "tiny", "--out", str(tmp_path / "f"), "--steps", "2", "--loss", "hinge", "--penalty", "r1", "--aug", "translation", "--condition", "class", "--no-progress"])
+    flags = runner.invoke(app, ["train", str(mnist_data), "--config", "tiny", "--out", str(tmp_path / "f"), "--steps", "2", "--loss", "hinge", "--penalty", "r1", "--aug", "translation", "--condition", "class",
+                                "--set", "train.lr_d=4e-4", "--set", "vq.downsample=[2, 2, 2]", "--set", "model.spectral_norm=true", "--no-progress"])
     assert flags.exit_code == 0, flags.output
     saved = json.loads((tmp_path / "f" / "config.json").read_text())
     assert (saved["loss"]["name"], saved["loss"]["penalty"], saved["loss"]["augment"], saved["model"]["condition"]) == ("hinge", "r1", "translation", "class")
+    assert (saved["train"]["lr_d"], saved["vq"]["downsample"], saved["model"]["spectral_norm"]) == (4e-4, [2, 2, 2], True)
+    assert saved["model"]["g_channels"] == 32 and saved["train"]["lr_g"] == 5e-4  # the rest stays the preset's
     assert result.exit_code == 0, result.output
     assert "resuming" in result.output and "step 6" in result.output
     assert json.loads((run / "config.json").read_text())["train"]["steps"] == 6

@@ -80,10 +80,11 @@ def train(
     accum: Optional[int] = typer.Option(None, help="gradient accumulation: split each batch into this many micro-batches (same update, less memory)"),
     vqvae: Optional[Path] = typer.Option(None, "--vqvae", help="--model videogpt: the VQ-VAE run (`--model vqvae`) whose tokens the prior learns"),
     tokens: Optional[Path] = typer.Option(None, "--tokens", help="--model videogpt: token folder from `vidgan tokenize` (default: RUN/tokens of --vqvae if it matches DATA, else encoded at start)"),
+    settings: Optional[list[str]] = typer.Option(None, "--set", help="any config setting, SECTION.KEY=VALUE (repeatable), e.g. --set vq.adversarial=0.1 --set train.lr_d=4e-4"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Train a video GAN. Multi-process: torchrun --nproc_per_node N -m vidgan train ..."""
-    from vidgan.config import RunConfig, load_config
+    from vidgan.config import RunConfig, apply_settings, load_config
     from vidgan.training.loop import train as run_train
 
     try:
@@ -103,6 +104,8 @@ def train(
                                     ("vq", "vqvae_run", vqvae and str(vqvae)), ("vq", "tokens", tokens and str(tokens))]:
             if value is not None:
                 setattr(getattr(cfg, section), key, value)
+        if settings:
+            cfg = apply_settings(cfg, settings)
         result = run_train(cfg, out, resume=resume, device=device, progress=progress)
     except _known_errors() as err:
         _fail(err)
@@ -150,6 +153,8 @@ def generate(
     truncation: Optional[float] = typer.Option(None, help="redraw noise values beyond +-T (e.g. 1.0): fewer, more typical clips"),
     hold: Optional[str] = typer.Option(None, help="mocogan: 'content' (one subject, varied motion) or 'motion' (one motion, varied subjects)"),
     interpolate: Optional[tuple[int, int]] = typer.Option(None, help="SEED_A SEED_B: --n clips morphing from one seed's clip to the other's"),
+    temperature: Optional[float] = typer.Option(None, help="videogpt: token sampling temperature (default: the run's vq.temperature)"),
+    top_k: Optional[int] = typer.Option(None, help="videogpt: sample among the k most likely tokens (0 = all; default: the run's vq.top_k)"),
     device: str = typer.Option("cpu"),
     to_library: Optional[Path] = typer.Option(None, "--to-library", help="also file the clips in this library (created if missing), with their provenance"),
 ) -> None:
@@ -164,10 +169,12 @@ def generate(
         label = pipe.label_index(label)  # a class name ("red") or an index ("3") -> the index
         condition_args = {"label": label, "first_frame": frame, "text": text}
         if interpolate:
-            clips = pipe.interpolate(interpolate[0], interpolate[1], steps=n, truncation=truncation, **condition_args)
+            with pipe.sampling(temperature, top_k):
+                clips = pipe.interpolate(interpolate[0], interpolate[1], steps=n, truncation=truncation, **condition_args)
         else:
-            clips = pipe(n=n, seed=seed, frames=frames, truncation=truncation, hold=hold, **condition_args)
-        condition = {k: v for k, v in {"label": label, "text": text, "first_frame": first_frame and str(first_frame), "frames": frames, "truncation": truncation, "interpolate": interpolate, "hold": hold}.items() if v is not None}
+            clips = pipe(n=n, seed=seed, frames=frames, truncation=truncation, hold=hold, temperature=temperature, top_k=top_k, **condition_args)
+        condition = {k: v for k, v in {"label": label, "text": text, "first_frame": first_frame and str(first_frame), "frames": frames, "truncation": truncation,
+                                       "interpolate": interpolate, "hold": hold, "temperature": temperature, "top_k": top_k}.items() if v is not None}
         paths = save_clips(pipe, clips, out, fmt=format, seed=seed, grid=grid, condition=condition)
         if interpolate:  # the morph as one video: the clips one after another
             from vidgan.data.video_io import write_video
@@ -176,7 +183,8 @@ def generate(
         # everything that replays this call, per clip, in generated.json (and the library, if asked)
         from vidgan.library.ingest import annotate_manifest, generation_records, ingest_generated
 
-        call = {"n": n, "seed": seed, "label": label, "text": text, "frames": frames, "truncation": truncation, "hold": hold, "interpolate": list(interpolate) if interpolate else None}
+        call = {"n": n, "seed": seed, "label": label, "text": text, "frames": frames, "truncation": truncation, "hold": hold, "interpolate": list(interpolate) if interpolate else None,
+                "temperature": temperature, "top_k": top_k}
         records = generation_records(pipe, clips, call, ema=ema, run=run, fmt=format, first_frame=frame, first_frame_path=first_frame and str(first_frame.resolve()), device=device)
         annotate_manifest(out, records)
         filed = ingest_generated(to_library, records, paths, fps=pipe.fps, first_frame=frame) if to_library is not None else []

@@ -164,3 +164,26 @@ def load_config(name_or_path: str, overrides: dict | None = None) -> RunConfig:
             node = node.setdefault(key, {})
         node[leaf] = value
     return RunConfig.model_validate(raw)
+
+
+def apply_settings(cfg: RunConfig, settings: list[str]) -> RunConfig:
+    """`--set section.key=value` overrides (value read as YAML: 0.1, true, [2, 4, 4], hinge) on a config."""
+    import pydantic
+
+    raw = cfg.model_dump()
+    for item in settings:
+        dotted, sep, text = item.partition("=")
+        parts = dotted.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise ValueError(f"--set {item!r}: write SECTION.KEY=VALUE, e.g. --set vq.adversarial=0.1 or --set train.lr_d=0.0004")
+        section, key = parts
+        if section not in raw or not isinstance(raw[section], dict):
+            raise ValueError(f"--set {item!r}: no section {section!r}; sections: {', '.join(k for k, v in raw.items() if isinstance(v, dict))}")
+        if key not in raw[section]:
+            raise ValueError(f"--set {item!r}: {section} has no setting {key!r}; it has {', '.join(raw[section])}")
+        raw[section][key] = yaml.safe_load(text)
+    try:
+        return RunConfig.model_validate(raw)
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        raise ValueError(f"--set: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 
 import numpy as np
@@ -169,17 +171,39 @@ class VideoPipeline:
         raise ValueError(f"unknown condition {kind!r} in {self.source}")
 
     @torch.no_grad()
-    def __call__(self, n: int = 4, seed: int = 0, batch_size: int = 16, label=None, first_frame: np.ndarray | None = None, frames: int | None = None, text: str | list[str] | None = None, truncation: float | None = None, hold: str | None = None) -> np.ndarray:
+    def __call__(self, n: int = 4, seed: int = 0, batch_size: int = 16, label=None, first_frame: np.ndarray | None = None, frames: int | None = None, text: str | list[str] | None = None, truncation: float | None = None, hold: str | None = None,
+                 temperature: float | None = None, top_k: int | None = None) -> np.ndarray:
         """n clips as uint8 (n, T, H, W, C); the same seed (and condition) always gives the same clips.
 
         frames: generate longer (or shorter) clips than trained, for models whose motion model allows it.
         hold: "content" (same subject, n different motions) or "motion" (same motion, n subjects), for
         models that separate the two (mocogan).
+        temperature, top_k: token sampling of the two-stage model (videogpt); None keeps the run's vq settings.
         """
         z = self.noise(n, seed, frames, truncation)
         if hold is not None:
             z = self.hold(z, hold)
-        return self._generate(z, self.make_condition(n, label, first_frame, text), batch_size, frames)
+        with self.sampling(temperature, top_k):
+            return self._generate(z, self.make_condition(n, label, first_frame, text), batch_size, frames)
+
+    @contextlib.contextmanager
+    def sampling(self, temperature: float | None = None, top_k: int | None = None):
+        """Temporarily sample the two-stage model's tokens with this temperature / top-k."""
+        if temperature is None and top_k is None:
+            yield
+            return
+        G = self.generator
+        if not hasattr(G, "temperature"):
+            raise ValueError(f"{self.config.model.name} has no token sampling; --temperature/--top-k apply to --model videogpt")
+        if (temperature is not None and temperature <= 0) or (top_k is not None and top_k < 0):
+            raise ValueError(f"temperature must be > 0 and top_k >= 0 (0 = all tokens), got {temperature} and {top_k}")
+        before = G.temperature, G.top_k
+        G.temperature = before[0] if temperature is None else float(temperature)
+        G.top_k = before[1] if top_k is None else int(top_k)
+        try:
+            yield
+        finally:
+            G.temperature, G.top_k = before
 
     def hold(self, z: torch.Tensor, part: str) -> torch.Tensor:
         """Copy clip 0's content (or motion) code to every clip of z."""

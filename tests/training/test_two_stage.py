@@ -99,6 +99,17 @@ def test_prior_run_works_like_a_gan_run(vq_run, mnist16, tmp_path):
         total, filed = find_clips(lib, s, ClipQuery(sort="id"))
         assert total == 3 and filed[0].provenance.model == "videogpt"
 
+    # token sampling settings per call: recorded, replayed by the library, restored afterwards
+    result = runner.invoke(app, ["generate", str(prior), "--out", str(tmp_path / "gen_t"), "--n", "2", "--seed", "5", "--format", "png",
+                                 "--temperature", "0.5", "--top-k", "4", "--to-library", str(tmp_path / "lib")])
+    assert result.exit_code == 0, result.output
+    cool = pipe(n=2, seed=5, temperature=0.5, top_k=4)
+    assert not np.array_equal(cool, clips[:2]) and np.array_equal(pipe(n=2, seed=5), clips[:2])
+    result = runner.invoke(app, ["library", "regenerate", str(tmp_path / "lib"), "5"])
+    assert result.exit_code == 0 and "generator output identical" in result.output, result.output
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        pipe(n=1, temperature=0.0)
+
     run_eval = evaluate(prior, mnist16, EvalOptions(metrics="fd_effnet", n=6, effnet_size=32, progress=False), log=lambda s: None, report=False)
     assert np.isfinite(run_eval.records[0]["value"]) and run_eval.records[0]["value"] > 0
 

@@ -631,10 +631,12 @@ def regenerate(lib: Library, clip_id: int, run: str | Path | None = None, device
     condition = {"label": call.get("label"), "first_frame": first_frame, "text": call.get("text")}
     if call.get("interpolate"):
         a, b = call["interpolate"]
-        clips = pipe.interpolate(a, b, steps=call["n"], truncation=call.get("truncation"), **condition)
+        with pipe.sampling(call.get("temperature"), call.get("top_k")):
+            clips = pipe.interpolate(a, b, steps=call["n"], truncation=call.get("truncation"), **condition)
     else:
         clips = pipe(n=call["n"], seed=call["seed"], batch_size=call.get("batch_size", 16), frames=call.get("frames"),
-                     truncation=call.get("truncation"), hold=call.get("hold"), **condition)
+                     truncation=call.get("truncation"), hold=call.get("hold"), temperature=call.get("temperature"),
+                     top_k=call.get("top_k"), **condition)
     frames = clips[prov.index]
     output_match = None if not prov.output_sha256 else frames_hash(frames) == prov.output_sha256
     with tempfile.TemporaryDirectory(dir=_tmp_dir(lib)) as tmp:

@@ -225,6 +225,19 @@ class _UserWeights(Extractor):
                 raise
             raise WeightsError(f"{self.weights}: fails on its first batch ({_first_line(err)}); is this the right file for {self.name}? ({self.source})") from err
 
+    call = ""  # how the network is called, for the protocol record
+    output = ""
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name, "weights": self.weights.name, "weights_sha256": self.sha256, "format": self.format,
+            "call": self.call, **({"output": self.output} if self.output else {}), "precision": self.precision,
+        }
+
+    def _check_probs(self, probs: torch.Tensor) -> None:
+        if not torch.allclose(probs.sum(1), torch.ones(len(probs)), atol=1e-3):
+            raise WeightsError(f"{self.weights}: class outputs do not sum to 1; is this the right file for {self.name}? ({self.source})")
+
     def _check(self, out: torch.Tensor, width: int | None, what: str) -> None:
         if out.ndim != 2 or (width is not None and out.shape[1] != width):
             raise WeightsError(f"{self.weights}: gives {what} of shape {tuple(out.shape)}, expected (N, {width}); is this the right file for {self.name}? ({self.source})")
@@ -236,13 +249,8 @@ class I3D(_UserWeights):
     build = staticmethod(lambda width: InceptionI3d(width=width))
     source = I3D_SOURCE
     flag = "--i3d-weights"
-
-    def describe(self) -> dict:
-        return {
-            "name": self.name, "weights": self.weights.name, "weights_sha256": self.sha256, "format": self.format,
-            "call": "net(x, rescale=True, resize=True, return_features=True), x = uint8 levels as float (B, 3, T, H, W)",
-            "output": "400-d Kinetics logits per clip", "precision": self.precision,
-        }
+    call = "net(x, rescale=True, resize=True, return_features=True), x = uint8 levels as float (B, 3, T, H, W)"
+    output = "400-d Kinetics logits per clip"
 
     def __call__(self, clips, outputs=None):
         x = _rgb_float(clips).to(self.device)
@@ -260,13 +268,7 @@ class Inception(_UserWeights):
     build = staticmethod(lambda width: InceptionV3(width=width))
     source = INCEPTION_SOURCE
     flag = "--inception-weights"
-
-    def describe(self) -> dict:
-        return {
-            "name": self.name, "weights": self.weights.name, "weights_sha256": self.sha256, "format": self.format,
-            "call": "pool: net(x, return_features=True); probs: net(x, no_output_bias=True); x = uint8 levels as float (N, 3, H, W), resized by the net",
-            "precision": self.precision,
-        }
+    call = "pool: net(x, return_features=True); probs: net(x, no_output_bias=True); x = uint8 levels as float (N, 3, H, W), resized by the net"
 
     def __call__(self, clips, outputs=None):
         outputs = outputs or self.outputs
@@ -279,8 +281,8 @@ class Inception(_UserWeights):
                 self._check(result["pool"], None, "pool features")
         if "probs" in outputs:
             probs = self._run(frames, no_output_bias=True)
-            if not self._checked and not torch.allclose(probs.sum(1), torch.ones(len(probs)), atol=1e-3):
-                raise WeightsError(f"{self.weights}: class outputs do not sum to 1; is this the right file for {self.name}? ({self.source})")
+            if not self._checked:
+                self._check_probs(probs)
             result["probs"] = probs
         self._checked = True
         return result
@@ -294,13 +296,8 @@ class C3DExtractor(_UserWeights):
     build = staticmethod(lambda width: C3D(width=width))
     source = C3D_SOURCE
     flag = "--c3d-weights"
-
-    def describe(self) -> dict:
-        return {
-            "name": self.name, "weights": self.weights.name, "weights_sha256": self.sha256, "format": self.format,
-            "call": "net(x), x = uint8 levels as float (B, 3, 16, H, W), resized by the net",
-            "output": "101 UCF-101 class probabilities per clip", "precision": self.precision,
-        }
+    call = "net(x), x = uint8 levels as float (B, 3, 16, H, W), resized by the net"
+    output = "101 UCF-101 class probabilities per clip"
 
     def __call__(self, clips, outputs=None):
         if clips.ndim == 5 and clips.shape[1] != C3D_FRAMES:
@@ -308,8 +305,7 @@ class C3DExtractor(_UserWeights):
         probs = self._run(_rgb_float(clips).to(self.device))
         if not self._checked:
             self._check(probs, None, "class probabilities")
-            if not torch.allclose(probs.sum(1), torch.ones(len(probs)), atol=1e-3):
-                raise WeightsError(f"{self.weights}: class outputs do not sum to 1; is this the right file for {self.name}? ({self.source})")
+            self._check_probs(probs)
             self._checked = True
         return {"video": probs}
 
