@@ -20,6 +20,7 @@ import math
 import os
 import signal
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -380,6 +381,10 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
     if info.is_main:
         log(plan.describe(local_batch // tc.grad_accum))
     ddp_devices = [info.device.index] if info.device.type == "cuda" else None  # one GPU per process
+    if info.world > 1 and plan.channels_last and any(p.dim() == 5 and p.shape[1] == 1 for p in D.parameters()):
+        # Grey clips: D's first conv has one input channel, whose channels-last gradient differs from the
+        # bucket only in the stride of a size-1 dimension (the same memory); DDP warns about it anyway.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     G_train = DDP(G, device_ids=ddp_devices) if info.world > 1 else G
     D_train = DDP(D, device_ids=ddp_devices) if info.world > 1 else D
     # torch.compile (opt-in): every way the step calls G and D; a failure turns the run back to eager.
