@@ -40,6 +40,8 @@ def test_pipeline_is_reproducible_by_seed(tiny_run, tmp_path):
     assert np.array_equal(VideoPipeline.from_pretrained(saved)(n=4, seed=0), a)
     with pytest.raises(ckpt.CheckpointError, match="no checkpoint for step 7"):
         VideoPipeline.from_pretrained(tiny_run, step=7)
+    with pytest.raises(ValueError, match="videogan has no token sampling"):
+        pipe(n=1, temperature=0.5)
 
 
 @pytest.mark.parametrize("fmt", ["mp4", "gif", "webm", "png"])
