@@ -49,7 +49,7 @@ def child(args) -> None:
     from vidgan.config import load_config
     from vidgan.training.loop import train
 
-    cfg = load_config(args.preset, {"data": args.data, "model.name": args.model, "loss.name": args.loss, "train.steps": 10**7, "train.time_budget": args.budget, "train.checkpoint_every": 10**7, "train.sample_every": 10**7})
+    cfg = load_config(args.preset, {"data": args.data, "model.name": args.model, "loss.name": args.loss, "train.steps": 10**7, "train.time_budget": args.budget, "train.checkpoint_every": 10**7, "train.sample_every": 10**7, "train.seed": args.seed})
     t0 = time.monotonic()
     result = train(cfg, args.run, progress=False, log=lambda s: None)
     seconds = time.monotonic() - t0
@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--eval-n", type=int, default=256, help="generated and held-out clips per quality distance")
     ap.add_argument("--losses", default="", help="extra losses to train videogan with, e.g. hinge,lsgan")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--seed", type=int, default=0, help="training seed of every run (data and held-out sets stay fixed)")
     ap.add_argument("--loss", default="nonsat", help=argparse.SUPPRESS)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
@@ -99,7 +100,7 @@ def main() -> None:
         for model, loss in plan:
             run = work / dataset / f"{model}-{loss}"
             print(f"{dataset} / {model} / {loss}: training {args.budget:g} s ...", flush=True)
-            proc = subprocess.run([sys.executable, __file__, "--child", "--data", str(train_dir), "--model", model, "--loss", loss, "--run", str(run), "--preset", args.preset, "--budget", str(args.budget)], capture_output=True, text=True)
+            proc = subprocess.run([sys.executable, __file__, "--child", "--data", str(train_dir), "--model", model, "--loss", loss, "--run", str(run), "--preset", args.preset, "--budget", str(args.budget), "--seed", str(args.seed)], capture_output=True, text=True)
             if proc.returncode != 0:
                 print(proc.stderr[-2000:])
                 continue
@@ -112,7 +113,7 @@ def main() -> None:
             rows.append({"dataset": dataset, "model": model, "loss": loss, **stats})
             print(f"  {json.dumps(rows[-1])}", flush=True)
 
-    print(f"\npreset {args.preset}, {args.size}x{args.size}x{args.frames}, {args.clips} training clips, budget {args.budget:g} s per run, 2 threads; "
+    print(f"\npreset {args.preset}, {args.size}x{args.size}x{args.frames}, {args.clips} training clips, budget {args.budget:g} s per run, seed {args.seed}, 2 threads; "
           f"quality: {args.eval_n} generated vs {args.eval_n} held-out clips, fd_effnet at 112 px")
     print(f"{'dataset':<14}{'model':<18}{'loss':<8}{'steps':>7}{'clips/s':>9}{'peak RSS MB':>13}{'fd_effnet':>11}{'pixel':>8}")
     for r in rows:
