@@ -39,6 +39,7 @@ class C3D(nn.Module):
     def __init__(self, width: float = 1.0, num_classes: int = 101):
         super().__init__()
         self.width = width
+        self.size = C3D_SIZE  # every frame is resized to size x size
 
         def c(n: int) -> int:
             return max(1, int(round(n * width)))
@@ -54,7 +55,7 @@ class C3D(nn.Module):
 
     def forward(self, x: torch.Tensor, return_logits: bool = False) -> torch.Tensor:
         b, _, t, h, w = x.shape
-        size = 112  # C3D_SIZE, written out so the module can be scripted
+        size = self.size
         x = x.flip(1)  # RGB -> BGR, as the Caffe weights were trained
         if h != size or w != size:
             frames = x.transpose(1, 2).reshape(b * t, 3, h, w)

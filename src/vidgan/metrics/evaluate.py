@@ -573,6 +573,11 @@ def evaluate(target, real, options: EvalOptions | None = None, out: str | Path |
 # ----------------------------------------------------------------------------- during training
 
 
+def score_line(step: int, records: list[dict]) -> str:
+    """The progress line for scores computed during training."""
+    return f"step {step}: " + ", ".join(f"{r['metric']} {r['value']:.4g}" for r in records)
+
+
 class TrainingEval:
     """`train.eval_every`: score the EMA generator against the training data, append to RUN/metrics.jsonl.
 

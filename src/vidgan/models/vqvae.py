@@ -210,7 +210,8 @@ class VQVAE(nn.Module):
 class PatchDiscriminator(nn.Module):
     """A 3D PatchGAN critic for the optional adversarial term (as in VQGAN / TATS): one logit per
     overlapping spatio-temporal patch of a clip, so it judges local texture and motion rather than
-    the whole clip. `layers` stride-2 convolutions (time is halved while it is longer than 2)."""
+    the whole clip. `layers` stride-2 convolutions in time and space (clips shorter than 2**layers
+    frames have each frame repeated to that length)."""
 
     def __init__(self, channels: int = 3, width: int = 64, layers: int = 3):
         super().__init__()

@@ -403,7 +403,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=step)
     evaluator = None
     if tc.eval_every:  # quality metrics every N steps (vidgan.metrics), appended to RUN/metrics.jsonl
-        from vidgan.metrics.evaluate import TrainingEval
+        from vidgan.metrics.evaluate import TrainingEval, score_line
 
         evaluator = TrainingEval(cfg, run_dir, info.rank, info.world, info.device, text_table)
 
@@ -518,7 +518,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
                     for r in scores:
                         writer.add_scalar(f"eval/{r['metric']}", r["value"], step)
                     with tqdm.external_write_mode():
-                        log(f"step {step}: " + ", ".join(f"{r['metric']} {r['value']:.4g}" for r in scores))
+                        log(score_line(step, scores))
             if stats[4] > 0:
                 stopped = "interrupted" if interrupted["flag"] else "time_budget"
                 break

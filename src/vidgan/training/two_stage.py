@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from vidgan.config import RunConfig
@@ -33,6 +32,7 @@ from vidgan.models.layers import Condition, standardise_text
 from vidgan.models.transformer import TwoStageGenerator
 from vidgan.models.vqvae import VQVAE, PatchDiscriminator, psnr, vqvae_loss
 from vidgan.training import checkpoint as ckpt
+from vidgan.training import losses
 from vidgan.training.loop import (BatchOrder, RunDirError, NonFiniteLossError, _main_thread, _truncate_log, batch_condition,
                                   caption_embeddings, ema_update, lr_factor, pick_device, stream_seed)
 
@@ -236,23 +236,23 @@ def _train_vqvae(cfg: RunConfig, data: ClipDataset, run_dir: Path, resume: bool,
             loss, rec = vqvae_loss(x, recon, q, vq.recon_loss, vq.commitment)
             adversarial = critic is not None and session.step >= vq.adversarial_start
             if adversarial:  # hinge generator term: the critic's patches should call the reconstruction real
-                g_adv = -critic(recon).mean()
+                g_adv = losses.g_loss_hinge(critic(recon))
                 loss = loss + vq.adversarial * g_adv
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            record = {}
+            adv_record = {}
             if adversarial:
                 d_real, d_fake = critic(x), critic(recon.detach())
-                d_loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+                d_loss = losses.d_loss_hinge(d_real, d_fake)
                 opt_d.zero_grad(set_to_none=True)  # also drops the grads the generator term left on the critic
                 d_loss.backward()
                 opt_d.step()
-                record = {"adv_g": g_adv.item(), "adv_d": d_loss.item(), "critic_real": d_real.mean().item(), "critic_fake": d_fake.mean().item()}
+                adv_record = {"adv_g": g_adv.item(), "adv_d": d_loss.item(), "critic_real": d_real.mean().item(), "critic_fake": d_fake.mean().item()}
             loss_v, last_psnr = loss.item(), psnr(x, recon.detach())
             record = {"loss": loss_v, "recon": rec.item(), "commitment": q.commitment.item(), "psnr": last_psnr,
                       "perplexity": q.perplexity.item(), "codes_used": int(q.used), "ema_updates": int(model.codebook.ema_updates),
-                      "restarts": int(model.codebook.restarts), **record}
+                      "restarts": int(model.codebook.restarts), **adv_record}
             stop = session.end_step(record)
             if session.step % tc.sample_every == 0:
                 write_samples()
@@ -393,7 +393,7 @@ def _train_prior(cfg: RunConfig, data: ClipDataset, run_dir: Path, resume: bool,
     order = BatchOrder(len(data), tc.batch_size, tc.seed)
     evaluator = None
     if tc.eval_every:  # quality metrics every N steps, appended to RUN/metrics.jsonl, as for the GANs
-        from vidgan.metrics.evaluate import TrainingEval
+        from vidgan.metrics.evaluate import TrainingEval, score_line
 
         evaluator = TrainingEval(cfg, run_dir, 0, 1, dev, text_table)
     session = Session(cfg, run_dir, step, elapsed, progress, log)
@@ -434,7 +434,7 @@ def _train_prior(cfg: RunConfig, data: ClipDataset, run_dir: Path, resume: bool,
             if evaluator is not None and session.step % tc.eval_every == 0:
                 scores = evaluator(gen_ema, session.step)
                 with tqdm.external_write_mode():
-                    log(f"step {session.step}: " + ", ".join(f"{r['metric']} {r['value']:.4g}" for r in scores))
+                    log(score_line(session.step, scores))
             if stop:
                 break
             if session.step % tc.checkpoint_every == 0:
