@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from vidgan.config import RunConfig, load_config
-    from vidgan.pipeline import VideoPipeline
     from vidgan.models.registry import build_model
+    from vidgan.pipeline import VideoPipeline
     from vidgan.training import speed
 
     if args.device == "cpu":
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     dtype = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
 
     def fast():
-        with torch.autocast(device.type, dtype=dtype), (speed.MatmulConvs() if device.type == "cpu" else contextlib.nullcontext()):
+        with torch.autocast(device.type, dtype=dtype), speed.MatmulConvs() if device.type == "cpu" else contextlib.nullcontext():
             return fast_pipe(n=args.n, seed=0, batch_size=args.batch)
 
     fns = {"pipeline fp32": lambda: pipe(n=args.n, seed=0, batch_size=args.batch), f"{str(dtype)[6:]} channels-last": fast}
@@ -67,10 +67,14 @@ def main(argv: list[str] | None = None) -> None:
             best[k] = min(best[k], time.perf_counter() - t0)
     a, b = outs.values()
     diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
-    print(f"64px VideoGAN generator ({sum(p.numel() for p in G.parameters()) / 1e6:.1f}M parameters), {args.n} clips of 64x64x32 "
-          f"in batches of {args.batch}, device {args.device}; best of {args.repeat}; torch {torch.__version__}")
-    print(f"output difference bf16 vs fp32: mean {diff.mean():.2f}, max {diff.max()} levels of 255; "
-          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB (both paths, one process)\n")
+    print(
+        f"64px VideoGAN generator ({sum(p.numel() for p in G.parameters()) / 1e6:.1f}M parameters), {args.n} clips of 64x64x32 "
+        f"in batches of {args.batch}, device {args.device}; best of {args.repeat}; torch {torch.__version__}"
+    )
+    print(
+        f"output difference bf16 vs fp32: mean {diff.mean():.2f}, max {diff.max()} levels of 255; "
+        f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB (both paths, one process)\n"
+    )
     w = max(len(k) for k in fns)
     print(f"{'path'.ljust(w)}  {'best s':>8}  {'clips/s':>8}")
     print(f"{'-' * w}  {'-' * 8}  {'-' * 8}")

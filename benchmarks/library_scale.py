@@ -70,10 +70,21 @@ def main() -> None:
             ingester = Ingester(lib)
             t0 = time.perf_counter()
             for i, path in enumerate(files):
-                ingester.add_file(path, provenance={"model": models[i % 4], "label": i % 10, "label_name": str(i % 10), "seed": i // 16,
-                                                    "n": 16, "index": i % 16, "step": 1000 * (i % 7)},
-                                  tags=[["sky", "night", "city"][i % 3]] + (["keeper"] if i % 50 == 0 else []),
-                                  scores={"fvd2048_16f": float(100 + (i * 37) % 900)}, caption=f"synthetic shapes clip {i}")
+                ingester.add_file(
+                    path,
+                    provenance={
+                        "model": models[i % 4],
+                        "label": i % 10,
+                        "label_name": str(i % 10),
+                        "seed": i // 16,
+                        "n": 16,
+                        "index": i % 16,
+                        "step": 1000 * (i % 7),
+                    },
+                    tags=[["sky", "night", "city"][i % 3]] + (["keeper"] if i % 50 == 0 else []),
+                    scores={"fvd2048_16f": float(100 + (i * 37) % 900)},
+                    caption=f"synthetic shapes clip {i}",
+                )
                 if (i + 1) % 1000 == 0:
                     print(f"  {i + 1} clips, {(i + 1) / (time.perf_counter() - t0):.1f} clips/s", flush=True)
             seconds = time.perf_counter() - t0
@@ -92,15 +103,19 @@ def main() -> None:
             "--min-score fvd2048_16f=900 --sort -fvd2048_16f": ClipQuery(min_scores={"fvd2048_16f": 900}, sort="-fvd2048_16f", limit=100),
         }
         for name, query in queries.items():
+
             def run(query=query):
                 with lib.session() as s:
                     return find_clips(lib, s, query)
+
             matched = run()[0]
             print(f"ls {name}: {timed(run) * 1000:.1f} ms ({matched} match)")
         like = Library.open(root, use_fts=False)
+
         def run_like():
             with like.session() as s:
                 return find_clips(like, s, ClipQuery(text="shapes 4242"))
+
         print(f"ls --text 'shapes 4242' with LIKE instead of FTS5: {timed(run_like) * 1000:.1f} ms")
         like.close()
 
@@ -110,10 +125,15 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "vidgan.library.cli", "--help"], capture_output=True)
     cli_start = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", "from vidgan.library.cli import app; app()", "ls", str(root), "--model", "tgan", "--limit", "20"],
-                         capture_output=True, text=True)
-    print(f"`vidgan library ls LIB --model tgan --limit 20` wall time: {time.perf_counter() - t0:.2f} s "
-          f"(of which Python + imports {cli_start:.2f} s); last line: {out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr[-200:]}")
+    out = subprocess.run(
+        [sys.executable, "-c", "from vidgan.library.cli import app; app()", "ls", str(root), "--model", "tgan", "--limit", "20"],
+        capture_output=True,
+        text=True,
+    )
+    print(
+        f"`vidgan library ls LIB --model tgan --limit 20` wall time: {time.perf_counter() - t0:.2f} s "
+        f"(of which Python + imports {cli_start:.2f} s); last line: {out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr[-200:]}"
+    )
 
     gallery_load(root, args.chromium)
 
@@ -139,14 +159,22 @@ def gallery_load(root: Path, chromium: str) -> None:
 
         with httpx.Client() as client:  # one client: a new one per request costs more than the request here
             for path in ["api/clips?limit=100", "api/facets", "api/clips?limit=100&text=shapes+4242", "files/7/poster"]:
-                print(f"GET /{path}: {timed(lambda: client.get(url + path).raise_for_status()) * 1000:.1f} ms")
+                print(f"GET /{path}: {timed(lambda p=path: client.get(url + p).raise_for_status()) * 1000:.1f} ms")
         if not Path(chromium).exists():
             print(f"no Chromium at {chromium}: gallery load in a browser not measured")
             return
         from playwright.sync_api import sync_playwright
 
-        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+        flags = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ]
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, headless=True, args=flags)
             loads = []
@@ -160,8 +188,10 @@ def gallery_load(root: Path, chromium: str) -> None:
                 cards = page.locator("#grid .card").count()
                 page.close()
             browser.close()
-        print(f"gallery page load (headless Chromium, {cards} cards of the first page, posters loaded): "
-              f"{statistics.median(loads[1:]) * 1000:.0f} ms median of 3 warm loads (first, cold: {loads[0] * 1000:.0f} ms)")
+        print(
+            f"gallery page load (headless Chromium, {cards} cards of the first page, posters loaded): "
+            f"{statistics.median(loads[1:]) * 1000:.0f} ms median of 3 warm loads (first, cold: {loads[0] * 1000:.0f} ms)"
+        )
     finally:
         server.should_exit = True
         thread.join(10)

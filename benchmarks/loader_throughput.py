@@ -90,12 +90,23 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(THREADS)
     with tempfile.TemporaryDirectory(prefix="vidgan-bench-loader-") as tmp:
         t0 = time.perf_counter()
-        prepare("builtin:shapes", Path(tmp) / "d", PrepareSettings(size=SIZE, frames=FRAMES), n=args.clips, seed=0, progress=False, log=lambda s: None)
+        prepare(
+            "builtin:shapes",
+            Path(tmp) / "d",
+            PrepareSettings(size=SIZE, frames=FRAMES),
+            n=args.clips,
+            seed=0,
+            progress=False,
+            log=lambda s: None,
+        )
         data = ClipDataset(Path(tmp) / "d")
         mb = sum(f.stat().st_size for f in (Path(tmp) / "d").glob("shard_*.npy")) / 1e6
-        print(f"{len(data)} clips of {FRAMES}x{SIZE}x{SIZE}x3 ({mb:.0f} MB of shards, page cache) prepared in {time.perf_counter() - t0:.1f} s; "
-              f"batch {args.batch}, {args.steps} steps per loader measurement, best of {args.repeat}", flush=True)
-        rows = {f"loader, 0 workers": [], f"loader, {args.workers} workers": [], "loader + to_model, 0 workers": []}
+        print(
+            f"{len(data)} clips of {FRAMES}x{SIZE}x{SIZE}x3 ({mb:.0f} MB of shards, page cache) prepared in {time.perf_counter() - t0:.1f} s; "
+            f"batch {args.batch}, {args.steps} steps per loader measurement, best of {args.repeat}",
+            flush=True,
+        )
+        rows = {"loader, 0 workers": [], f"loader, {args.workers} workers": [], "loader + to_model, 0 workers": []}
         for _ in range(args.repeat):  # the rows in turn, round after round
             rows["loader, 0 workers"].append(loader_rate(data, args.batch, args.steps, 0))
             rows[f"loader, {args.workers} workers"].append(loader_rate(data, args.batch, args.steps, args.workers))

@@ -73,11 +73,17 @@ def main() -> None:
         fd_real = frechet_distance_rows(rows["A"], rows["B"])
         fd_shuffled = frechet_distance_rows(rows["A"], rows["B shuffled"])
         results[precision] = (speed, fd_real, fd_shuffled)
-        print(f"  {precision}: {speed:6.2f} clips/s ({16 * speed:6.1f} frames/s)   fd(A, B) = {fd_real:.4f}   fd(A, B shuffled) = {fd_shuffled:.4f}")
+        print(
+            f"  {precision}: {speed:6.2f} clips/s ({16 * speed:6.1f} frames/s)   fd(A, B) = {fd_real:.4f}   fd(A, B shuffled) = {fd_shuffled:.4f}"
+        )
     (s32, r32, h32), (s16, r16, h16) = results["fp32"], results["bf16"]
-    print(f"  bf16 vs fp32 score change: fd(A, B) {100 * (r16 - r32) / r32:+.2f}%, fd(A, B shuffled) {100 * (h16 - h32) / h32:+.2f}%  (rule: within 0.5%)")
+    print(
+        f"  bf16 vs fp32 score change: fd(A, B) {100 * (r16 - r32) / r32:+.2f}%, fd(A, B shuffled) {100 * (h16 - h32) / h32:+.2f}%  (rule: within 0.5%)"
+    )
     for precision, (speed, _, _) in results.items():
-        print(f"  fd_effnet2048_16f at 64x64, {precision}: cold cache {2 * 2048 / speed / 60:.1f} min, cached real stats {2048 / speed / 60:.1f} min")
+        print(
+            f"  fd_effnet2048_16f at 64x64, {precision}: cold cache {2 * 2048 / speed / 60:.1f} min, cached real stats {2048 / speed / 60:.1f} min"
+        )
 
     if not args.skip_i3d:
         from vidgan.metrics.fid import InceptionV3
@@ -89,13 +95,17 @@ def main() -> None:
             i3d(x[:1, :, :4], rescale=True, resize=True, return_features=True)
             start = time.perf_counter()
             i3d(x, rescale=True, resize=True, return_features=True)
-            print(f"i3d (random weights, full size), 16-frame clips at 64x64 -> 224x224 fp32: {2 / (time.perf_counter() - start):.3f} clips/s")
+            print(
+                f"i3d (random weights, full size), 16-frame clips at 64x64 -> 224x224 fp32: {2 / (time.perf_counter() - start):.3f} clips/s"
+            )
             inception = InceptionV3().eval()
             frames = x[:, :, 0].contiguous()
             inception(frames[:1], return_features=True)
             start = time.perf_counter()
             inception(frames.repeat(4, 1, 1, 1), return_features=True)
-            print(f"inception (random weights, full size), frames at 64x64 -> 299x299 fp32: {8 / (time.perf_counter() - start):.2f} frames/s")
+            print(
+                f"inception (random weights, full size), frames at 64x64 -> 299x299 fp32: {8 / (time.perf_counter() - start):.2f} frames/s"
+            )
 
     print(f"effnet-lite0 bf16 / fp32 clips/s ratio: {s16 / s32:.2f}")
 

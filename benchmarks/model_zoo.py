@@ -49,7 +49,19 @@ def child(args) -> None:
     from vidgan.config import load_config
     from vidgan.training.loop import train
 
-    cfg = load_config(args.preset, {"data": args.data, "model.name": args.model, "loss.name": args.loss, "train.steps": 10**7, "train.time_budget": args.budget, "train.checkpoint_every": 10**7, "train.sample_every": 10**7, "train.seed": args.seed})
+    cfg = load_config(
+        args.preset,
+        {
+            "data": args.data,
+            "model.name": args.model,
+            "loss.name": args.loss,
+            "train.steps": 10**7,
+            "train.time_budget": args.budget,
+            "train.checkpoint_every": 10**7,
+            "train.sample_every": 10**7,
+            "train.seed": args.seed,
+        },
+    )
     t0 = time.monotonic()
     result = train(cfg, args.run, progress=False, log=lambda s: None)
     seconds = time.monotonic() - t0
@@ -100,7 +112,29 @@ def main() -> None:
         for model, loss in plan:
             run = work / dataset / f"{model}-{loss}"
             print(f"{dataset} / {model} / {loss}: training {args.budget:g} s ...", flush=True)
-            proc = subprocess.run([sys.executable, __file__, "--child", "--data", str(train_dir), "--model", model, "--loss", loss, "--run", str(run), "--preset", args.preset, "--budget", str(args.budget), "--seed", str(args.seed)], capture_output=True, text=True)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "--data",
+                    str(train_dir),
+                    "--model",
+                    model,
+                    "--loss",
+                    loss,
+                    "--run",
+                    str(run),
+                    "--preset",
+                    args.preset,
+                    "--budget",
+                    str(args.budget),
+                    "--seed",
+                    str(args.seed),
+                ],
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode != 0:
                 print(proc.stderr[-2000:])
                 continue
@@ -108,21 +142,29 @@ def main() -> None:
             fake = VideoPipeline.from_pretrained(run)(n=args.eval_n, seed=123)
             stats["pixel"] = pixel_statistics_distance(fake, real)
             # real statistics are cached (keyed by the held-out set and protocol): computed once per dataset
-            options = EvalOptions(metrics=f"fd_effnet{args.eval_n}_{args.frames}f", effnet_size=112, progress=False, cache_dir=work / "cache")
+            options = EvalOptions(
+                metrics=f"fd_effnet{args.eval_n}_{args.frames}f", effnet_size=112, progress=False, cache_dir=work / "cache"
+            )
             stats["fd_effnet"] = compute(ArraySource(fake), DatasetSource(held_dir), options).records[0]["value"]
             rows.append({"dataset": dataset, "model": model, "loss": loss, **stats})
             print(f"  {json.dumps(rows[-1])}", flush=True)
 
-    print(f"\npreset {args.preset}, {args.size}x{args.size}x{args.frames}, {args.clips} training clips, budget {args.budget:g} s per run, seed {args.seed}, 2 threads; "
-          f"quality: {args.eval_n} generated vs {args.eval_n} held-out clips, fd_effnet at 112 px")
+    print(
+        f"\npreset {args.preset}, {args.size}x{args.size}x{args.frames}, {args.clips} training clips, budget {args.budget:g} s per run, seed {args.seed}, 2 threads; "
+        f"quality: {args.eval_n} generated vs {args.eval_n} held-out clips, fd_effnet at 112 px"
+    )
     print(f"{'dataset':<14}{'model':<18}{'loss':<8}{'steps':>7}{'clips/s':>9}{'peak RSS MB':>13}{'fd_effnet':>11}{'pixel':>8}")
     for r in rows:
-        print(f"{r['dataset']:<14}{r['model']:<18}{r['loss']:<8}{r['steps']:>7}{r['clips_per_s']:>9.1f}{r['peak_rss_mb']:>13.0f}{r['fd_effnet']:>11.2f}{r['pixel']:>8.3f}")
+        print(
+            f"{r['dataset']:<14}{r['model']:<18}{r['loss']:<8}{r['steps']:>7}{r['clips_per_s']:>9.1f}{r['peak_rss_mb']:>13.0f}{r['fd_effnet']:>11.2f}{r['pixel']:>8.3f}"
+        )
     print("\nrelative to videogan/nonsat on the same dataset (fd_effnet, pixel; lower is better):")
     for r in rows:
         base = next((b for b in rows if b["dataset"] == r["dataset"] and b["model"] == "videogan" and b["loss"] == "nonsat"), None)
         if base:
-            print(f"  {r['dataset']:<14}{r['model']:<18}{r['loss']:<8}{r['fd_effnet'] / base['fd_effnet']:.2f}x {r['pixel'] / base['pixel']:.2f}x")
+            print(
+                f"  {r['dataset']:<14}{r['model']:<18}{r['loss']:<8}{r['fd_effnet'] / base['fd_effnet']:.2f}x {r['pixel'] / base['pixel']:.2f}x"
+            )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

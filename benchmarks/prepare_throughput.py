@@ -92,8 +92,9 @@ def run_prepare(src: str, workers: int | None = None) -> int:
     from vidgan.data.prepare import PrepareSettings, prepare
 
     with tempfile.TemporaryDirectory(prefix="vidgan-bench-prepare-") as tmp:
-        result = prepare(src, Path(tmp) / "out", PrepareSettings(size=SIZE, frames=FRAMES),
-                         progress=False, log=lambda msg: None, workers=workers)
+        result = prepare(
+            src, Path(tmp) / "out", PrepareSettings(size=SIZE, frames=FRAMES), progress=False, log=lambda msg: None, workers=workers
+        )
     return result.clips
 
 
@@ -101,8 +102,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best is reported (default 3)")
     ap.add_argument("--json", metavar="PATH", help="also save the results as JSON")
-    ap.add_argument("--copies", type=int, default=1, help="list each sample file this many times (a folder of links), "
-                    "so the worker pool has files to spread (default 1: builtin:sample-clips itself)")
+    ap.add_argument(
+        "--copies",
+        type=int,
+        default=1,
+        help="list each sample file this many times (a folder of links), "
+        "so the worker pool has files to spread (default 1: builtin:sample-clips itself)",
+    )
     args = ap.parse_args(argv)
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
@@ -123,16 +129,21 @@ def main(argv: list[str] | None = None) -> None:
             for f in sample_clip_files():
                 (src_dir / f"{f.stem}_{k}{f.suffix}").symlink_to(f)
         files, src = sorted(src_dir.iterdir()), str(src_dir)
-    print(f"{src if args.copies == 1 else f'{args.copies} copies of builtin:sample-clips'} "
-          f"({', '.join(sorted({p.name for p in sample_clip_files()}))}), size {SIZE}, frames {FRAMES}; "
-          f"best of {args.repeat}; PyAV {av.__version__}", flush=True)
+    print(
+        f"{src if args.copies == 1 else f'{args.copies} copies of builtin:sample-clips'} "
+        f"({', '.join(sorted({p.name for p in sample_clip_files()}))}), size {SIZE}, frames {FRAMES}; "
+        f"best of {args.repeat}; PyAV {av.__version__}",
+        flush=True,
+    )
 
     steal0 = cpu_steal()
     from vidgan.data.prepare import default_workers
 
     workers = default_workers()
     (t_bare, frames), (t_iter, n_iter), (t_prep1, _), (t_prep, clips) = best_of_interleaved(
-        [lambda: bare_decode(files), lambda: decode_iter_frames(files), lambda: run_prepare(src, 1), lambda: run_prepare(src, workers)], args.repeat)
+        [lambda: bare_decode(files), lambda: decode_iter_frames(files), lambda: run_prepare(src, 1), lambda: run_prepare(src, workers)],
+        args.repeat,
+    )
     links.cleanup()
     steal = steal_share(steal0, cpu_steal())
     if n_iter != frames:
@@ -144,8 +155,11 @@ def main(argv: list[str] | None = None) -> None:
         (f"prepare(size={SIZE}, frames={FRAMES}), 1 worker", t_prep1),
         (f"prepare(size={SIZE}, frames={FRAMES}), {workers} workers (default)", t_prep),
     ]
-    print(f"{frames} frames decoded per run; prepare made {clips} clips"
-          + (f"; CPU time stolen by the hypervisor during the runs: {steal:.0%}" if steal is not None else "") + "\n")
+    print(
+        f"{frames} frames decoded per run; prepare made {clips} clips"
+        + (f"; CPU time stolen by the hypervisor during the runs: {steal:.0%}" if steal is not None else "")
+        + "\n"
+    )
     w = max(len(name) for name, _ in rows)
     print(f"{'measurement'.ljust(w)}  {'best s':>8}  {'frames/s':>9}  {'x bare time':>11}")
     print(f"{'-' * w}  {'-' * 8}  {'-' * 9}  {'-' * 11}")
@@ -154,11 +168,19 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.json:
         out = {
-            "files": [str(p) for p in files], "frames": frames, "clips": clips, "repeat": args.repeat,
-            "size": SIZE, "clip_frames": FRAMES, "pyav": av.__version__,
+            "files": [str(p) for p in files],
+            "frames": frames,
+            "clips": clips,
+            "repeat": args.repeat,
+            "size": SIZE,
+            "clip_frames": FRAMES,
+            "pyav": av.__version__,
             "results": {name: {"best_s": t, "frames_per_s": frames / t} for name, t in rows},
-            "cpu_steal_share": steal, "iter_frames_over_bare": t_iter / t_bare, "prepare_over_bare": t_prep / t_bare,
-            "prepare_1_worker_over_bare": t_prep1 / t_bare, "workers": workers,
+            "cpu_steal_share": steal,
+            "iter_frames_over_bare": t_iter / t_bare,
+            "prepare_over_bare": t_prep / t_bare,
+            "prepare_1_worker_over_bare": t_prep1 / t_bare,
+            "workers": workers,
         }
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
         print(f"\nsaved {args.json}")

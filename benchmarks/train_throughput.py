@@ -91,7 +91,14 @@ def worker(args) -> None:
         sys.stdout.write(json.dumps(obj) + "\n")
         sys.stdout.flush()
 
-    reply({"ready": True, "what": what, "g_params": sum(p.numel() for p in G.parameters()), "d_params": sum(p.numel() for p in D.parameters())})
+    reply(
+        {
+            "ready": True,
+            "what": what,
+            "g_params": sum(p.numel() for p in G.parameters()),
+            "d_params": sum(p.numel() for p in D.parameters()),
+        }
+    )
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "step":
@@ -118,9 +125,28 @@ def worker(args) -> None:
 class Worker:
     def __init__(self, path: str, args):
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", path, "--device", args.device, "--shape", args.shape,
-               "--preset", args.preset, "--channels", str(args.channels), "--batch", str(args.batch), "--threads", str(args.threads),
-               "--precision", args.precision, "--accum", str(args.accum)] + (["--compile"] if args.compile else [])
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--worker",
+            path,
+            "--device",
+            args.device,
+            "--shape",
+            args.shape,
+            "--preset",
+            args.preset,
+            "--channels",
+            str(args.channels),
+            "--batch",
+            str(args.batch),
+            "--threads",
+            str(args.threads),
+            "--precision",
+            args.precision,
+            "--accum",
+            str(args.accum),
+        ] + (["--compile"] if args.compile else [])
         self.path = path
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.info = self._read()
@@ -178,8 +204,12 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    print(f"VideoGAN gan_step, {args.preset} model at {args.shape} x{args.channels} channels, batch {args.batch}, device {args.device}"
-          + (f", {args.threads} threads per path" if args.device == "cpu" else "") + f"; torch {torch.__version__}", flush=True)
+    print(
+        f"VideoGAN gan_step, {args.preset} model at {args.shape} x{args.channels} channels, batch {args.batch}, device {args.device}"
+        + (f", {args.threads} threads per path" if args.device == "cpu" else "")
+        + f"; torch {torch.__version__}",
+        flush=True,
+    )
     t_all = time.perf_counter()
     paths = [Worker("baseline", args), Worker("vidgan", args)]
     try:
@@ -206,20 +236,45 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for w in paths:
         med = statistics.median(times[w.path])
-        rows.append({
-            "path": w.path, "what": w.info["what"], "s_per_step": med, "s_per_step_min": min(times[w.path]), "step_times_s": times[w.path],
-            "cpu_s_per_step": statistics.median(cpu[w.path]),
-            "clips_per_s": args.batch / med, "gflop_per_step": flops[w.path] / 1e9, "gflop_per_s": flops[w.path] / 1e9 / med, **stats[w.path],
-        })
+        rows.append(
+            {
+                "path": w.path,
+                "what": w.info["what"],
+                "s_per_step": med,
+                "s_per_step_min": min(times[w.path]),
+                "step_times_s": times[w.path],
+                "cpu_s_per_step": statistics.median(cpu[w.path]),
+                "clips_per_s": args.batch / med,
+                "gflop_per_step": flops[w.path] / 1e9,
+                "gflop_per_s": flops[w.path] / 1e9 / med,
+                **stats[w.path],
+            }
+        )
     base, fast = rows
     pair_ratios = [a / b for a, b in zip(base["step_times_s"], fast["step_times_s"])]
     ratio, pair_ratio = base["s_per_step"] / fast["s_per_step"], statistics.median(pair_ratios)
-    print(f"  done in {time.perf_counter() - t_all:.0f} s; warmup {args.warmup}, timed {args.steps} steps per path"
-          + (f"; CPU time stolen by the hypervisor: {steal:.0%}" if steal is not None else ""))
+    print(
+        f"  done in {time.perf_counter() - t_all:.0f} s; warmup {args.warmup}, timed {args.steps} steps per path"
+        + (f"; CPU time stolen by the hypervisor: {steal:.0%}" if steal is not None else "")
+    )
     print()
-    head = ["path", "median s/step", "min s/step", "CPU s/step", "clips/s", "GFLOP/step", "GFLOP/s", "peak RSS MB"] + (["peak GPU MB"] if args.device != "cpu" else [])
-    body = [[r["path"], f"{r['s_per_step']:.3f}", f"{r['s_per_step_min']:.3f}", f"{r['cpu_s_per_step']:.3f}", f"{r['clips_per_s']:.2f}", f"{r['gflop_per_step']:.1f}",
-             f"{r['gflop_per_s']:.1f}", f"{r['peak_rss_mb']:.0f}"] + ([f"{r.get('peak_gpu_mb', 0):.0f}"] if args.device != "cpu" else []) for r in rows]
+    head = ["path", "median s/step", "min s/step", "CPU s/step", "clips/s", "GFLOP/step", "GFLOP/s", "peak RSS MB"] + (
+        ["peak GPU MB"] if args.device != "cpu" else []
+    )
+    body = [
+        [
+            r["path"],
+            f"{r['s_per_step']:.3f}",
+            f"{r['s_per_step_min']:.3f}",
+            f"{r['cpu_s_per_step']:.3f}",
+            f"{r['clips_per_s']:.2f}",
+            f"{r['gflop_per_step']:.1f}",
+            f"{r['gflop_per_s']:.1f}",
+            f"{r['peak_rss_mb']:.0f}",
+        ]
+        + ([f"{r.get('peak_gpu_mb', 0):.0f}"] if args.device != "cpu" else [])
+        for r in rows
+    ]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths))))
     print("  ".join("-" * w for w in widths))
@@ -227,12 +282,24 @@ def main(argv: list[str] | None = None) -> None:
         print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(b, widths))))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"args": vars(args), "results": rows, "speedup": ratio, "speedup_pairs_median": pair_ratio,
-                       "cpu_time_ratio": base["cpu_s_per_step"] / fast["cpu_s_per_step"], "cpu_steal_share": steal}, fh, indent=2)
+            json.dump(
+                {
+                    "args": vars(args),
+                    "results": rows,
+                    "speedup": ratio,
+                    "speedup_pairs_median": pair_ratio,
+                    "cpu_time_ratio": base["cpu_s_per_step"] / fast["cpu_s_per_step"],
+                    "cpu_steal_share": steal,
+                },
+                fh,
+                indent=2,
+            )
         print(f"\nsaved {args.json}")
     cpu_ratio = base["cpu_s_per_step"] / fast["cpu_s_per_step"]
-    print(f"\nCPU time per step, baseline / vidgan: {cpu_ratio:.2f}x (all threads; on a machine shared with other jobs the"
-          f" wall-clock ratio below shrinks when waiting threads lose their cores, set OMP_WAIT_POLICY=PASSIVE to see it)")
+    print(
+        f"\nCPU time per step, baseline / vidgan: {cpu_ratio:.2f}x (all threads; on a machine shared with other jobs the"
+        f" wall-clock ratio below shrinks when waiting threads lose their cores, set OMP_WAIT_POLICY=PASSIVE to see it)"
+    )
     print(f"speed-up of vidgan's default path over the fp32 eager baseline: {ratio:.2f}x (median of per-round ratios {pair_ratio:.2f}x)")
 
 

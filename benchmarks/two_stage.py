@@ -69,19 +69,35 @@ def main() -> None:
     row: dict = {}
 
     print(f"VQ-VAE: training {args.budget * args.vq_share:g} s ...", flush=True)
-    cfg = load_config(args.preset, {"data": str(train_dir), "model.name": "vqvae", "train.time_budget": args.budget * args.vq_share, **long})
+    cfg = load_config(
+        args.preset, {"data": str(train_dir), "model.name": "vqvae", "train.time_budget": args.budget * args.vq_share, **long}
+    )
     result = train(cfg, work / "vq", **quiet)
     model, _, _ = load_vqvae(work / "vq")
     held = to_model(ClipDataset(held_dir).get_batch(range(min(args.n, 128)))[0])
     with torch.no_grad():
         codes = torch.cat([model.encode(held[i : i + 32]) for i in range(0, len(held), 32)])
         recon = torch.cat([model.decode(codes[i : i + 32]) for i in range(0, len(codes), 32)])
-    row |= {"vq_steps": result.step, "vq_clips_per_s": mean_speed(work / "vq"), "psnr_heldout": psnr(held, recon),
-            "codes_used": int(len(codes.unique())), "codebook_size": cfg.vq.codebook_size, "grid": list(codes.shape[1:])}
+    row |= {
+        "vq_steps": result.step,
+        "vq_clips_per_s": mean_speed(work / "vq"),
+        "psnr_heldout": psnr(held, recon),
+        "codes_used": int(len(codes.unique())),
+        "codebook_size": cfg.vq.codebook_size,
+        "grid": list(codes.shape[1:]),
+    }
 
     print(f"prior: training {args.budget * (1 - args.vq_share):g} s ...", flush=True)
-    cfg = load_config(args.preset, {"data": str(train_dir), "model.name": "videogpt", "vq.vqvae_run": str(work / "vq"),
-                                    "train.time_budget": args.budget * (1 - args.vq_share), **long})
+    cfg = load_config(
+        args.preset,
+        {
+            "data": str(train_dir),
+            "model.name": "videogpt",
+            "vq.vqvae_run": str(work / "vq"),
+            "train.time_budget": args.budget * (1 - args.vq_share),
+            **long,
+        },
+    )
     result = train(cfg, work / "prior", **quiet)
     row |= {"prior_steps": result.step, "prior_clips_per_s": mean_speed(work / "prior"), "prior_loss": result.loss}
 
@@ -104,16 +120,30 @@ def main() -> None:
         cfg = load_config(args.preset, {"data": str(train_dir), "model.name": "videogan", "train.time_budget": args.budget, **long})
         result = train(cfg, work / "gan", **quiet)
         fake = VideoPipeline.from_pretrained(work / "gan")(n=args.n, seed=123)
-        gan = {"steps": result.step, "clips_per_s": mean_speed(work / "gan"),
-               "fd_effnet": compute(ArraySource(fake), DatasetSource(held_dir), options).records[0]["value"]}
+        gan = {
+            "steps": result.step,
+            "clips_per_s": mean_speed(work / "gan"),
+            "fd_effnet": compute(ArraySource(fake), DatasetSource(held_dir), options).records[0]["value"],
+        }
 
-    print(f"\npreset {args.preset}, moving-mnist {args.size}x{args.size}x{args.frames}, {args.clips} training clips, "
-          f"{args.budget:g} s per model ({args.vq_share:.0%} VQ-VAE), {args.threads} threads, {metric} at 112 px vs {args.n} held-out clips")
-    print(f"VQ-VAE      steps {row['vq_steps']:>6}  train {row['vq_clips_per_s']:7.1f} clips/s  held-out recon PSNR {row['psnr_heldout']:.2f} dB  "
-          f"codes used {row['codes_used']}/{row['codebook_size']}  token grid {'x'.join(map(str, row['grid']))}")
-    print(f"prior       steps {row['prior_steps']:>6}  train {row['prior_clips_per_s']:7.1f} clips/s  loss {row['prior_loss']:.3f} nats/token")
-    print(f"sampling    KV cache {row['sample_clips_per_s_cache']:.2f} clips/s, no cache {row['sample_clips_per_s_no_cache']:.2f} clips/s (identical clips)")
-    print(f"{metric:<17}two-stage {row['fd_effnet']:.2f}" + (f", videogan {gan['fd_effnet']:.2f} ({gan['steps']} steps, {gan['clips_per_s']:.1f} clips/s)" if gan else ""))
+    print(
+        f"\npreset {args.preset}, moving-mnist {args.size}x{args.size}x{args.frames}, {args.clips} training clips, "
+        f"{args.budget:g} s per model ({args.vq_share:.0%} VQ-VAE), {args.threads} threads, {metric} at 112 px vs {args.n} held-out clips"
+    )
+    print(
+        f"VQ-VAE      steps {row['vq_steps']:>6}  train {row['vq_clips_per_s']:7.1f} clips/s  held-out recon PSNR {row['psnr_heldout']:.2f} dB  "
+        f"codes used {row['codes_used']}/{row['codebook_size']}  token grid {'x'.join(map(str, row['grid']))}"
+    )
+    print(
+        f"prior       steps {row['prior_steps']:>6}  train {row['prior_clips_per_s']:7.1f} clips/s  loss {row['prior_loss']:.3f} nats/token"
+    )
+    print(
+        f"sampling    KV cache {row['sample_clips_per_s_cache']:.2f} clips/s, no cache {row['sample_clips_per_s_no_cache']:.2f} clips/s (identical clips)"
+    )
+    print(
+        f"{metric:<17}two-stage {row['fd_effnet']:.2f}"
+        + (f", videogan {gan['fd_effnet']:.2f} ({gan['steps']} steps, {gan['clips_per_s']:.1f} clips/s)" if gan else "")
+    )
     print("\nratios:")
     print(f"  sampling speed, KV cache / no cache: {row['sample_clips_per_s_cache'] / row['sample_clips_per_s_no_cache']:.2f}x")
     if gan:

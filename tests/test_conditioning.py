@@ -40,7 +40,9 @@ def test_image_to_video_starts_at_the_given_frame(mnist_data, tmp_path):
     image = tmp_path / "start.png"
     Image.fromarray(np.repeat(np.kron(frame[..., 0], np.ones((2, 2), np.uint8))[..., None], 3, -1)).save(image)  # 64x64 RGB
     out = tmp_path / "g"
-    result = CliRunner().invoke(app, ["generate", str(run), "--n", "1", "--first-frame", str(image), "--out", str(out), "--format", "png", "--no-grid"])
+    result = CliRunner().invoke(
+        app, ["generate", str(run), "--n", "1", "--first-frame", str(image), "--out", str(out), "--format", "png", "--no-grid"]
+    )
     assert result.exit_code == 0, result.output
     first = read_video(out / "clip_00000")[0, :, :, 0].astype(int)
     assert np.abs(first - frame[..., 0]).mean() < 3  # the image, resized back to 32x32
@@ -79,7 +81,12 @@ def test_training_logs_diversity_and_warns_on_collapse(mnist_data, tmp_path, mon
         return G, D
 
     monkeypatch.setattr(loop, "build_model", collapsed_build)
-    train(tiny_config(mnist_data, **{"train.steps": 25, "train.warmup_collapse_steps": 0}), tmp_path / "c", progress=False, log=messages.append)
+    train(
+        tiny_config(mnist_data, **{"train.steps": 25, "train.warmup_collapse_steps": 0}),
+        tmp_path / "c",
+        progress=False,
+        log=messages.append,
+    )
     log = read_log(tmp_path / "c")
     assert all("diversity" in r and "near_duplicates" in r for r in log)
     assert log[-1]["near_duplicates"] == 1.0
@@ -92,7 +99,12 @@ def test_conditional_run_on_a_dataset_smaller_than_the_sample_grid(tmp_path):
     from vidgan.data.prepare import PrepareSettings, prepare
 
     prepare("builtin:moving-mnist", tmp_path / "d", PrepareSettings(size=32, frames=8), n=5, seed=0, progress=False, log=lambda s: None)
-    result = train(tiny_config(tmp_path / "d", **{"train.steps": 2, "model.condition": "first-frame"}), tmp_path / "r", progress=False, log=lambda s: None)
+    result = train(
+        tiny_config(tmp_path / "d", **{"train.steps": 2, "model.condition": "first-frame"}),
+        tmp_path / "r",
+        progress=False,
+        log=lambda s: None,
+    )
     assert result.step == 2
     grid = read_video(tmp_path / "r" / "samples" / "step_000000002.gif")
     assert grid.shape[0] == 8

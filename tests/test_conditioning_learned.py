@@ -99,9 +99,16 @@ def test_text_conditional_model_follows_the_caption(colour_folders, tmp_path):
 def test_class_conditional_two_stage_model_generates_the_asked_class(colour_folders, tmp_path):
     """VQ-VAE (2x2x2 tokens, so a 16 px shape keeps its colour) then a class-conditional prior."""
     vq = {"vq.downsample": [2, 2, 2], "train.log_every": 100}
-    train(tiny_config(colour_folders, **{"model.name": "vqvae", "train.steps": 600, **vq}), tmp_path / "vq", progress=False, log=lambda s: None)
-    cfg = tiny_config(colour_folders, **{"model.name": "videogpt", "model.condition": "class", "vq.vqvae_run": str(tmp_path / "vq"),
-                                         "train.steps": 1000, **vq})
+    train(
+        tiny_config(colour_folders, **{"model.name": "vqvae", "train.steps": 600, **vq}),
+        tmp_path / "vq",
+        progress=False,
+        log=lambda s: None,
+    )
+    cfg = tiny_config(
+        colour_folders,
+        **{"model.name": "videogpt", "model.condition": "class", "vq.vqvae_run": str(tmp_path / "vq"), "train.steps": 1000, **vq},
+    )
     train(cfg, tmp_path / "prior", progress=False, log=lambda s: None)
     pipe = VideoPipeline.from_pretrained(tmp_path / "prior")
     assert pipe.classes == ["blue", "green", "red", "yellow"]

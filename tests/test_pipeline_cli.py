@@ -49,7 +49,7 @@ def test_generate_command_writes_every_format(tiny_run, tmp_path, fmt):
     out = tmp_path / fmt
     result = runner.invoke(app, ["generate", str(tiny_run), "--n", "3", "--seed", "5", "--out", str(out), "--format", fmt])
     assert result.exit_code == 0, result.output
-    clip = out / (f"clip_00001" if fmt == "png" else f"clip_00001.{fmt}")
+    clip = out / ("clip_00001" if fmt == "png" else f"clip_00001.{fmt}")
     assert probe(clip).frames == 8
     grid = read_video(out / "grid.gif")
     assert grid.shape[0] == 8 and grid.shape[1] > 32 and grid.shape[2] > 64  # 2x2 tiles with padding
@@ -67,7 +67,10 @@ def test_cli_errors_are_one_line(tmp_path, mnist_data):
         (["generate", str(tmp_path / "norun"), "--out", str(tmp_path / "o")], "no checkpoint found"),
         (["prepare", str(tmp_path / "missing"), str(tmp_path / "o")], "not a folder"),
         (["train", "--resume", "--out", str(tmp_path / "nothing")], "no dataset given"),
-        (["train", str(mnist_data), "--out", str(tmp_path / "r"), "--set", "train.lr_dd=1"], "train has no setting 'lr_dd'; it has batch_size"),
+        (
+            ["train", str(mnist_data), "--out", str(tmp_path / "r"), "--set", "train.lr_dd=1"],
+            "train has no setting 'lr_dd'; it has batch_size",
+        ),
         (["train", str(mnist_data), "--out", str(tmp_path / "r"), "--set", "lr_d=1"], "write SECTION.KEY=VALUE"),
         (["train", str(mnist_data), "--out", str(tmp_path / "r"), "--set", "optim.lr=1"], "no section 'optim'"),
         (["train", str(mnist_data), "--out", str(tmp_path / "r"), "--set", "train.steps=many"], "--set: train.steps:"),
@@ -84,11 +87,42 @@ def test_train_and_resume_commands(mnist_data, tmp_path):
     result = runner.invoke(app, ["train", str(mnist_data), "--config", "tiny", "--out", str(run), "--steps", "4", "--no-progress"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["train", "--resume", "--out", str(run), "--steps", "6", "--no-progress"])
-    flags = runner.invoke(app, ["train", str(mnist_data), "--config", "tiny", "--out", str(tmp_path / "f"), "--steps", "2", "--loss", "hinge", "--penalty", "r1", "--aug", "translation", "--condition", "class",
-                                "--set", "train.lr_d=4e-4", "--set", "vq.downsample=[2, 2, 2]", "--set", "model.spectral_norm=true", "--no-progress"])
+    flags = runner.invoke(
+        app,
+        [
+            "train",
+            str(mnist_data),
+            "--config",
+            "tiny",
+            "--out",
+            str(tmp_path / "f"),
+            "--steps",
+            "2",
+            "--loss",
+            "hinge",
+            "--penalty",
+            "r1",
+            "--aug",
+            "translation",
+            "--condition",
+            "class",
+            "--set",
+            "train.lr_d=4e-4",
+            "--set",
+            "vq.downsample=[2, 2, 2]",
+            "--set",
+            "model.spectral_norm=true",
+            "--no-progress",
+        ],
+    )
     assert flags.exit_code == 0, flags.output
     saved = json.loads((tmp_path / "f" / "config.json").read_text())
-    assert (saved["loss"]["name"], saved["loss"]["penalty"], saved["loss"]["augment"], saved["model"]["condition"]) == ("hinge", "r1", "translation", "class")
+    assert (saved["loss"]["name"], saved["loss"]["penalty"], saved["loss"]["augment"], saved["model"]["condition"]) == (
+        "hinge",
+        "r1",
+        "translation",
+        "class",
+    )
     assert (saved["train"]["lr_d"], saved["vq"]["downsample"], saved["model"]["spectral_norm"]) == (4e-4, [2, 2, 2], True)
     assert saved["model"]["g_channels"] == 32 and saved["train"]["lr_g"] == 5e-4  # the rest stays the preset's
     assert result.exit_code == 0, result.output
@@ -100,7 +134,9 @@ def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "vidgan", "demo", "--out", str(out), "--budget", "8", "--clips", "64", "--no-progress"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "grid.gif" in proc.stdout
@@ -141,7 +177,9 @@ def test_mocogan_hold_content_or_motion_and_longer_clips(mnist_data, tmp_path):
     assert same_subject.shape == (3, 8, 32, 32, 1) and not np.array_equal(same_subject[0], same_subject[1])
     long = pipe(n=2, seed=0, frames=16)
     assert long.shape[1] == 16
-    result = runner.invoke(app, ["generate", str(run), "--n", "2", "--hold", "motion", "--frames", "12", "--out", str(tmp_path / "g"), "--no-grid"])
+    result = runner.invoke(
+        app, ["generate", str(run), "--n", "2", "--hold", "motion", "--frames", "12", "--out", str(tmp_path / "g"), "--no-grid"]
+    )
     assert result.exit_code == 0, result.output
     assert probe(tmp_path / "g" / "clip_00000.mp4").frames == 12
     with pytest.raises(ValueError, match="content' or 'motion"):
@@ -152,7 +190,12 @@ def test_two_stream_mask_prior_shrinks_the_mask(mnist_data, tmp_path):
     sizes = {}
     for weight in (0.0, 5.0):
         run = tmp_path / f"m{weight}"
-        train(tiny_config(mnist_data, **{"train.steps": 40, "model.name": "videogan-2stream", "loss.mask_l1": weight}), run, progress=False, log=lambda s: None)
+        train(
+            tiny_config(mnist_data, **{"train.steps": 40, "model.name": "videogan-2stream", "loss.mask_l1": weight}),
+            run,
+            progress=False,
+            log=lambda s: None,
+        )
         pipe = VideoPipeline.from_pretrained(run, ema=False)
         pipe(n=8, seed=0)
         sizes[weight] = pipe.generator.last_mask.mean().item()

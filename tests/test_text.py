@@ -74,7 +74,9 @@ def test_text_conditional_run_follows_the_sentence_input(shapes_data, tmp_path):
     assert np.array_equal(red, pipe(n=2, seed=0, text=["a red circle moving left slowly"] * 2))
     with pytest.raises(ValueError, match="text-conditional"):
         pipe(n=1)
-    result = CliRunner().invoke(app, ["generate", str(run), "--n", "1", "--text", "a green triangle", "--out", str(tmp_path / "g"), "--no-grid"])
+    result = CliRunner().invoke(
+        app, ["generate", str(run), "--n", "1", "--text", "a green triangle", "--out", str(tmp_path / "g"), "--no-grid"]
+    )
     assert result.exit_code == 0, result.output
 
 

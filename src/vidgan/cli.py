@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from typing import Optional
-
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train GAN video generators on your own clips.")
@@ -24,11 +22,22 @@ def _known_errors() -> tuple[type[Exception], ...]:
     from vidgan.data.clips import DatasetError
     from vidgan.data.prepare import PrepareError
     from vidgan.data.video_io import VideoError
+    from vidgan.text import TextModelError
     from vidgan.training.checkpoint import CheckpointError
     from vidgan.training.loop import NonFiniteLossError, RunDirError
-    from vidgan.text import TextModelError
 
-    return (VideoError, PrepareError, DatasetError, BuiltinDataError, RunDirError, NonFiniteLossError, CheckpointError, TextModelError, ValueError, FileNotFoundError)
+    return (
+        VideoError,
+        PrepareError,
+        DatasetError,
+        BuiltinDataError,
+        RunDirError,
+        NonFiniteLossError,
+        CheckpointError,
+        TextModelError,
+        ValueError,
+        FileNotFoundError,
+    )
 
 
 @app.command()
@@ -37,9 +46,9 @@ def prepare(
     out: Path = typer.Argument(..., help="output folder for the clip shards"),
     size: int = typer.Option(64, help="clip height and width (shorter side resized, then centre crop)"),
     frames: int = typer.Option(16, help="frames per clip"),
-    fps: Optional[float] = typer.Option(None, help="resample videos to this frame rate (default: keep the source rate)"),
-    stride: Optional[int] = typer.Option(None, help="frames between clip starts (default: --frames, no overlap)"),
-    n: Optional[int] = typer.Option(None, help="builtin datasets: number of clips"),
+    fps: float | None = typer.Option(None, help="resample videos to this frame rate (default: keep the source rate)"),
+    stride: int | None = typer.Option(None, help="frames between clip starts (default: --frames, no overlap)"),
+    n: int | None = typer.Option(None, help="builtin datasets: number of clips"),
     seed: int = typer.Option(0, help="builtin datasets: random seed"),
     digits: int = typer.Option(2, help="builtin:moving-mnist: digits per clip"),
     split: str = typer.Option("train", help="builtin:moving-mnist: 'train' or 'test' digits (held-out real clips for evaluation)"),
@@ -47,40 +56,67 @@ def prepare(
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Cut videos into fixed-length clips stored as uint8 shards (+ index.json, skipped.json)."""
-    from vidgan.data.prepare import PrepareSettings, prepare as run_prepare
+    from vidgan.data.prepare import PrepareSettings
+    from vidgan.data.prepare import prepare as run_prepare
 
     try:
-        run_prepare(src, out, PrepareSettings(size=size, frames=frames, fps=fps, stride=stride), n=n, seed=seed, digits=digits, split=split, force=force, progress=progress)
+        run_prepare(
+            src,
+            out,
+            PrepareSettings(size=size, frames=frames, fps=fps, stride=stride),
+            n=n,
+            seed=seed,
+            digits=digits,
+            split=split,
+            force=force,
+            progress=progress,
+        )
     except _known_errors() as err:
         _fail(err)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: the finished shards in {out} are kept; run the same command again to continue", err=True)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
 
 
 @app.command()
 def train(
-    data: Optional[Path] = typer.Argument(None, help="prepared dataset folder (optional with --resume)"),
+    data: Path | None = typer.Argument(None, help="prepared dataset folder (optional with --resume)"),
     out: Path = typer.Option(..., "--out", help="run folder: config.json, checkpoints/, samples/, tb/, log.jsonl"),
     config: str = typer.Option("small", help="preset (tiny, small, 64px, 128px) or a YAML file"),
     resume: bool = typer.Option(False, help="continue the run in --out from its newest checkpoint"),
-    model: Optional[str] = typer.Option(None, help="videogan, videogan-2stream, tgan, mocogan, vqvae, videogpt (default: the preset's)"),
-    loss: Optional[str] = typer.Option(None, help="nonsat, hinge, wgan or lsgan"),
-    penalty: Optional[str] = typer.Option(None, help="none, r1 or gp (WGAN-GP)"),
-    aug: Optional[str] = typer.Option(None, help='DiffAugment policy for small datasets, e.g. "color,translation,cutout"'),
-    condition: Optional[str] = typer.Option(None, help="none, class (folder labels), text (captions) or first-frame (image-to-video)"),
-    steps: Optional[int] = typer.Option(None, help="total training steps"),
-    batch_size: Optional[int] = typer.Option(None, help="global batch size (split across torchrun processes)"),
-    budget: Optional[float] = typer.Option(None, help="stop after this many seconds (checkpoint saved)"),
-    eval_every: Optional[int] = typer.Option(None, help="every N steps, score the EMA generator against the data (train.eval_metrics, eval_n) into RUN/metrics.jsonl"),
-    seed: Optional[int] = typer.Option(None),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if present)"),
-    precision: Optional[str] = typer.Option(None, help="auto, fp32, bf16 or fp16 (auto: bf16 on CPUs with bf16 matrix units and Ampere+ GPUs, fp16 on older GPUs)"),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile G and D (falls back to eager if compiling fails)"),
-    accum: Optional[int] = typer.Option(None, help="gradient accumulation: split each batch into this many micro-batches (same update, less memory)"),
-    vqvae: Optional[Path] = typer.Option(None, "--vqvae", help="--model videogpt: the VQ-VAE run (`--model vqvae`) whose tokens the prior learns"),
-    tokens: Optional[Path] = typer.Option(None, "--tokens", help="--model videogpt: token folder from `vidgan tokenize` (default: RUN/tokens of --vqvae if it matches DATA, else encoded at start)"),
-    settings: Optional[list[str]] = typer.Option(None, "--set", help="any config setting, SECTION.KEY=VALUE (repeatable), e.g. --set vq.adversarial=0.1 --set train.lr_d=4e-4"),
+    model: str | None = typer.Option(None, help="videogan, videogan-2stream, tgan, mocogan, vqvae, videogpt (default: the preset's)"),
+    loss: str | None = typer.Option(None, help="nonsat, hinge, wgan or lsgan"),
+    penalty: str | None = typer.Option(None, help="none, r1 or gp (WGAN-GP)"),
+    aug: str | None = typer.Option(None, help='DiffAugment policy for small datasets, e.g. "color,translation,cutout"'),
+    condition: str | None = typer.Option(None, help="none, class (folder labels), text (captions) or first-frame (image-to-video)"),
+    steps: int | None = typer.Option(None, help="total training steps"),
+    batch_size: int | None = typer.Option(None, help="global batch size (split across torchrun processes)"),
+    budget: float | None = typer.Option(None, help="stop after this many seconds (checkpoint saved)"),
+    eval_every: int | None = typer.Option(
+        None, help="every N steps, score the EMA generator against the data (train.eval_metrics, eval_n) into RUN/metrics.jsonl"
+    ),
+    seed: int | None = typer.Option(None),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if present)"),
+    precision: str | None = typer.Option(
+        None, help="auto, fp32, bf16 or fp16 (auto: bf16 on CPUs with bf16 matrix units and Ampere+ GPUs, fp16 on older GPUs)"
+    ),
+    compile: bool | None = typer.Option(
+        None, "--compile/--no-compile", help="torch.compile G and D (falls back to eager if compiling fails)"
+    ),
+    accum: int | None = typer.Option(
+        None, help="gradient accumulation: split each batch into this many micro-batches (same update, less memory)"
+    ),
+    vqvae: Path | None = typer.Option(
+        None, "--vqvae", help="--model videogpt: the VQ-VAE run (`--model vqvae`) whose tokens the prior learns"
+    ),
+    tokens: Path | None = typer.Option(
+        None,
+        "--tokens",
+        help="--model videogpt: token folder from `vidgan tokenize` (default: RUN/tokens of --vqvae if it matches DATA, else encoded at start)",
+    ),
+    settings: list[str] | None = typer.Option(
+        None, "--set", help="any config setting, SECTION.KEY=VALUE (repeatable), e.g. --set vq.adversarial=0.1 --set train.lr_d=4e-4"
+    ),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Train a video GAN. Multi-process: torchrun --nproc_per_node N -m vidgan train ..."""
@@ -97,11 +133,25 @@ def train(
         if not cfg.data:
             raise ValueError("no dataset given: pass DATA (a folder made by `vidgan prepare`)")
         speed = {"precision": precision, "compile": compile, "grad_accum": accum}
-        for key, value in {"steps": steps, "batch_size": batch_size, "time_budget": budget, "seed": seed, "eval_every": eval_every, **speed}.items():
+        for key, value in {
+            "steps": steps,
+            "batch_size": batch_size,
+            "time_budget": budget,
+            "seed": seed,
+            "eval_every": eval_every,
+            **speed,
+        }.items():
             if value is not None:
                 setattr(cfg.train, key, value)
-        for section, key, value in [("model", "name", model), ("model", "condition", condition), ("loss", "name", loss), ("loss", "penalty", penalty), ("loss", "augment", aug),
-                                    ("vq", "vqvae_run", vqvae and str(vqvae)), ("vq", "tokens", tokens and str(tokens))]:
+        for section, key, value in [
+            ("model", "name", model),
+            ("model", "condition", condition),
+            ("loss", "name", loss),
+            ("loss", "penalty", penalty),
+            ("loss", "augment", aug),
+            ("vq", "vqvae_run", vqvae and str(vqvae)),
+            ("vq", "tokens", tokens and str(tokens)),
+        ]:
             if value is not None:
                 setattr(getattr(cfg, section), key, value)
         if settings:
@@ -119,8 +169,8 @@ def train(
 def tokenize(
     run: Path = typer.Argument(..., help="a VQ-VAE run (`vidgan train DATA --model vqvae --out RUN`)"),
     data: Path = typer.Argument(..., help="prepared dataset folder to turn into token grids"),
-    out: Optional[Path] = typer.Option(None, "--out", help="folder for tokens.npy + tokens.json (default: RUN/tokens)"),
-    step: Optional[int] = typer.Option(None, help="checkpoint step (default: newest)"),
+    out: Path | None = typer.Option(None, "--out", help="folder for tokens.npy + tokens.json (default: RUN/tokens)"),
+    step: int | None = typer.Option(None, help="checkpoint step (default: newest)"),
     batch_size: int = typer.Option(32, help="clips per encoder batch"),
     device: str = typer.Option("cpu"),
     progress: bool = typer.Option(True, help="show a progress bar"),
@@ -133,7 +183,9 @@ def tokenize(
     except _known_errors() as err:
         _fail(err)
     info = __import__("json").loads((folder / "tokens.json").read_text())
-    typer.echo(f"wrote {info['num_clips']} token grids {'x'.join(map(str, info['grid']))} ({info['codes_used']} of {info['codebook_size']} codes used) to {folder / 'tokens.npy'}")
+    typer.echo(
+        f"wrote {info['num_clips']} token grids {'x'.join(map(str, info['grid']))} ({info['codes_used']} of {info['codebook_size']} codes used) to {folder / 'tokens.npy'}"
+    )
 
 
 @app.command()
@@ -143,20 +195,22 @@ def generate(
     n: int = typer.Option(16, help="number of clips"),
     seed: int = typer.Option(0, help="same seed, same clips"),
     format: str = typer.Option("mp4", help="mp4, gif, webm or png (a folder of frames per clip)"),
-    step: Optional[int] = typer.Option(None, help="checkpoint step (default: newest)"),
+    step: int | None = typer.Option(None, help="checkpoint step (default: newest)"),
     ema: bool = typer.Option(True, help="use the EMA generator"),
     grid: bool = typer.Option(True, help="also write grid.gif / grid.mp4"),
-    label: Optional[str] = typer.Option(None, help="class name or index, for class-conditional models"),
-    text: Optional[str] = typer.Option(None, help="a sentence, for text-conditional models"),
-    first_frame: Optional[Path] = typer.Option(None, help="image to animate, for image-to-video models"),
-    frames: Optional[int] = typer.Option(None, help="clip length, if the model can run longer than trained (tgan, mocogan)"),
-    truncation: Optional[float] = typer.Option(None, help="redraw noise values beyond +-T (e.g. 1.0): fewer, more typical clips"),
-    hold: Optional[str] = typer.Option(None, help="mocogan: 'content' (one subject, varied motion) or 'motion' (one motion, varied subjects)"),
-    interpolate: Optional[tuple[int, int]] = typer.Option(None, help="SEED_A SEED_B: --n clips morphing from one seed's clip to the other's"),
-    temperature: Optional[float] = typer.Option(None, help="videogpt: token sampling temperature (default: the run's vq.temperature)"),
-    top_k: Optional[int] = typer.Option(None, help="videogpt: sample among the k most likely tokens (0 = all; default: the run's vq.top_k)"),
+    label: str | None = typer.Option(None, help="class name or index, for class-conditional models"),
+    text: str | None = typer.Option(None, help="a sentence, for text-conditional models"),
+    first_frame: Path | None = typer.Option(None, help="image to animate, for image-to-video models"),
+    frames: int | None = typer.Option(None, help="clip length, if the model can run longer than trained (tgan, mocogan)"),
+    truncation: float | None = typer.Option(None, help="redraw noise values beyond +-T (e.g. 1.0): fewer, more typical clips"),
+    hold: str | None = typer.Option(None, help="mocogan: 'content' (one subject, varied motion) or 'motion' (one motion, varied subjects)"),
+    interpolate: tuple[int, int] | None = typer.Option(None, help="SEED_A SEED_B: --n clips morphing from one seed's clip to the other's"),
+    temperature: float | None = typer.Option(None, help="videogpt: token sampling temperature (default: the run's vq.temperature)"),
+    top_k: int | None = typer.Option(None, help="videogpt: sample among the k most likely tokens (0 = all; default: the run's vq.top_k)"),
     device: str = typer.Option("cpu"),
-    to_library: Optional[Path] = typer.Option(None, "--to-library", help="also file the clips in this library (created if missing), with their provenance"),
+    to_library: Path | None = typer.Option(
+        None, "--to-library", help="also file the clips in this library (created if missing), with their provenance"
+    ),
 ) -> None:
     """Sample clips from a trained generator."""
     from vidgan.library.catalog import LibraryError
@@ -172,9 +226,24 @@ def generate(
             with pipe.sampling(temperature, top_k):
                 clips = pipe.interpolate(interpolate[0], interpolate[1], steps=n, truncation=truncation, **condition_args)
         else:
-            clips = pipe(n=n, seed=seed, frames=frames, truncation=truncation, hold=hold, temperature=temperature, top_k=top_k, **condition_args)
-        condition = {k: v for k, v in {"label": label, "text": text, "first_frame": first_frame and str(first_frame), "frames": frames, "truncation": truncation,
-                                       "interpolate": interpolate, "hold": hold, "temperature": temperature, "top_k": top_k}.items() if v is not None}
+            clips = pipe(
+                n=n, seed=seed, frames=frames, truncation=truncation, hold=hold, temperature=temperature, top_k=top_k, **condition_args
+            )
+        condition = {
+            k: v
+            for k, v in {
+                "label": label,
+                "text": text,
+                "first_frame": first_frame and str(first_frame),
+                "frames": frames,
+                "truncation": truncation,
+                "interpolate": interpolate,
+                "hold": hold,
+                "temperature": temperature,
+                "top_k": top_k,
+            }.items()
+            if v is not None
+        }
         paths = save_clips(pipe, clips, out, fmt=format, seed=seed, grid=grid, condition=condition)
         if interpolate:  # the morph as one video: the clips one after another
             from vidgan.data.video_io import write_video
@@ -183,9 +252,29 @@ def generate(
         # everything that replays this call, per clip, in generated.json (and the library, if asked)
         from vidgan.library.ingest import annotate_manifest, generation_records, ingest_generated
 
-        call = {"n": n, "seed": seed, "label": label, "text": text, "frames": frames, "truncation": truncation, "hold": hold, "interpolate": list(interpolate) if interpolate else None,
-                "temperature": temperature, "top_k": top_k}
-        records = generation_records(pipe, clips, call, ema=ema, run=run, fmt=format, first_frame=frame, first_frame_path=first_frame and str(first_frame.resolve()), device=device)
+        call = {
+            "n": n,
+            "seed": seed,
+            "label": label,
+            "text": text,
+            "frames": frames,
+            "truncation": truncation,
+            "hold": hold,
+            "interpolate": list(interpolate) if interpolate else None,
+            "temperature": temperature,
+            "top_k": top_k,
+        }
+        records = generation_records(
+            pipe,
+            clips,
+            call,
+            ema=ema,
+            run=run,
+            fmt=format,
+            first_frame=frame,
+            first_frame_path=first_frame and str(first_frame.resolve()),
+            device=device,
+        )
         annotate_manifest(out, records)
         filed = ingest_generated(to_library, records, paths, fps=pipe.fps, first_frame=frame) if to_library is not None else []
     except (*_known_errors(), LibraryError) as err:
@@ -193,7 +282,11 @@ def generate(
     typer.echo(f"wrote {len(paths)} clips to {out}" + (f" (preview: {out / 'grid.gif'})" if grid else ""))
     if to_library is not None:
         flagged = sum(r.status == "duplicate" for r in filed)
-        typer.echo(f"filed {len(filed)} clips in library {to_library} (ids {filed[0].clip_id}-{filed[-1].clip_id}" + (f", {flagged} flagged as near-duplicates" if flagged else "") + f"); browse: vidgan serve {to_library}")
+        typer.echo(
+            f"filed {len(filed)} clips in library {to_library} (ids {filed[0].clip_id}-{filed[-1].clip_id}"
+            + (f", {flagged} flagged as near-duplicates" if flagged else "")
+            + f"); browse: vidgan serve {to_library}"
+        )
 
 
 @app.command()
@@ -212,8 +305,8 @@ def demo(
         _fail(err)
 
 
-from vidgan.library.cli import app as library_app, serve  # noqa: E402  (typer only: cheap to import)
-
+from vidgan.library.cli import app as library_app  # noqa: E402  (typer only: cheap to import)
+from vidgan.library.cli import serve  # noqa: E402
 from vidgan.metrics.cli import evaluate  # noqa: E402
 
 app.command("evaluate")(evaluate)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
+
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -178,7 +179,9 @@ def apply_settings(cfg: RunConfig, settings: list[str]) -> RunConfig:
             raise ValueError(f"--set {item!r}: write SECTION.KEY=VALUE, e.g. --set vq.adversarial=0.1 or --set train.lr_d=0.0004")
         section, key = parts
         if section not in raw or not isinstance(raw[section], dict):
-            raise ValueError(f"--set {item!r}: no section {section!r}; sections: {', '.join(k for k, v in raw.items() if isinstance(v, dict))}")
+            raise ValueError(
+                f"--set {item!r}: no section {section!r}; sections: {', '.join(k for k, v in raw.items() if isinstance(v, dict))}"
+            )
         if key not in raw[section]:
             raise ValueError(f"--set {item!r}: {section} has no setting {key!r}; it has {', '.join(raw[section])}")
         raw[section][key] = yaml.safe_load(text)

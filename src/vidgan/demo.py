@@ -23,7 +23,16 @@ class DemoResult:
     library_dir: Path | None = None
 
 
-def run_demo(out: str | Path = "vidgan-demo", budget: float = 600.0, clips: int = 4000, size: int = 32, frames: int = 16, config: str = "small", progress: bool = True, log=print) -> DemoResult:
+def run_demo(
+    out: str | Path = "vidgan-demo",
+    budget: float = 600.0,
+    clips: int = 4000,
+    size: int = 32,
+    frames: int = 16,
+    config: str = "small",
+    progress: bool = True,
+    log=print,
+) -> DemoResult:
     t0 = time.monotonic()
     out = Path(out)
     data_dir, run_dir, samples_dir = out / "data", out / "run", out / "samples"
@@ -33,7 +42,10 @@ def run_demo(out: str | Path = "vidgan-demo", budget: float = 600.0, clips: int 
     train_budget = max(1.0, budget - (time.monotonic() - t0) - min(20.0, 0.05 * budget))
     cfg = load_config(config, {"data": str(data_dir), "train.time_budget": train_budget, "train.steps": 1_000_000})
     resume = (run_dir / "config.json").exists()
-    log(f"[2/3] training VideoGAN ({config} preset) for up to {train_budget:.0f} s in {run_dir}" + (" (continuing the earlier demo run)" if resume else ""))
+    log(
+        f"[2/3] training VideoGAN ({config} preset) for up to {train_budget:.0f} s in {run_dir}"
+        + (" (continuing the earlier demo run)" if resume else "")
+    )
     result = train(cfg, run_dir, resume=resume, progress=progress, log=log)
     library_dir = out / "library"
     log(f"[3/3] generating 16 clips into {samples_dir} and filing them in the library {library_dir}")

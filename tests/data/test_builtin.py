@@ -162,8 +162,7 @@ def test_moving_mnist_other_sizes_resize_the_64px_recipe():
 
 BACKGROUND = np.array(builtin.SHAPE_BACKGROUND)
 # Which channels are bright (True) for each colour name.
-BRIGHT_CHANNELS = {"red": (True, False, False), "green": (False, True, False),
-                   "blue": (False, False, True), "yellow": (True, True, False)}
+BRIGHT_CHANNELS = {"red": (True, False, False), "green": (False, True, False), "blue": (False, False, True), "yellow": (True, True, False)}
 AXIS_AND_SIGN = {"left": (1, -1), "right": (1, 1), "up": (0, -1), "down": (0, 1)}  # axis of (H, W)
 
 

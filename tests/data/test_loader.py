@@ -6,8 +6,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
-
 from test_prepare import video_folder  # noqa: F401  (fixture)
+
 from vidgan.data.clips import ClipDataset, ClipLoader, default_loader_workers
 from vidgan.data.prepare import PrepareSettings, prepare
 from vidgan.training.loop import BatchOrder

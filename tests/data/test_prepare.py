@@ -16,7 +16,10 @@ def moving_video(n_frames, h=40, w=48, seed=0):
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 255, size=3)
     yy, xx = np.mgrid[0:h, 0:w]
-    frames = [np.stack([(xx * 4 + t * 6 + base[0]) % 256, (yy * 5 + base[1]) % 256, np.full_like(xx, (t * 9 + base[2]) % 256)], -1) for t in range(n_frames)]
+    frames = [
+        np.stack([(xx * 4 + t * 6 + base[0]) % 256, (yy * 5 + base[1]) % 256, np.full_like(xx, (t * 9 + base[2]) % 256)], -1)
+        for t in range(n_frames)
+    ]
     return np.asarray(frames, dtype=np.uint8)
 
 
@@ -44,7 +47,14 @@ def test_prepare_skips_broken_inputs_and_keeps_the_good(video_folder, tmp_path):
     lines = []
     result = prepare(str(video_folder), out, PrepareSettings(size=16, frames=4, stride=4), progress=False, log=lines.append)
     skipped = {s["path"]: s["reason"] for s in json.loads((out / "skipped.json").read_text())}
-    assert set(skipped) == {"dogs/empty.mp4", "cats/noise.mp4", "cats/notes.avi", "cats/truncated.mp4", "dogs/short.mp4", next(k for k in skipped if "bad" in k)}
+    assert set(skipped) == {
+        "dogs/empty.mp4",
+        "cats/noise.mp4",
+        "cats/notes.avi",
+        "cats/truncated.mp4",
+        "dogs/short.mp4",
+        next(k for k in skipped if "bad" in k),
+    }
     assert "0-byte" in skipped["dogs/empty.mp4"] or "empty" in skipped["dogs/empty.mp4"]
     assert "too short" in skipped["dogs/short.mp4"] and "--frames" in skipped["dogs/short.mp4"]
     assert any("UTF-8" in r for r in skipped.values())

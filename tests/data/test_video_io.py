@@ -12,8 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vidgan.data.video_io import (VideoError, iter_frames, make_grid, probe, read_video, to_model, to_uint8,
-                                  write_grid, write_video)
+from vidgan.data.video_io import VideoError, iter_frames, make_grid, probe, read_video, to_model, to_uint8, write_grid, write_video
 
 T, H, W = 20, 40, 48
 
@@ -119,8 +118,8 @@ def thirds_clip(frames=4, height=40, width=120):
     clip = np.zeros((frames, height, width, 3), np.uint8)
     third = width // 3
     clip[:, :, :third] = (220, 20, 20)
-    clip[:, :, third:2 * third] = (20, 220, 20)
-    clip[:, :, 2 * third:] = (20, 20, 220)
+    clip[:, :, third : 2 * third] = (20, 220, 20)
+    clip[:, :, 2 * third :] = (20, 20, 220)
     return clip
 
 
@@ -228,8 +227,10 @@ def make_audio_only(path):
 def make_bad_file(kind, tmp_path, valid_mp4):
     if kind == "missing":
         return tmp_path / "missing.mp4"
-    path = tmp_path / {"empty": "empty.mp4", "random": "random.mp4", "text": "notes.avi",
-                       "truncated": "truncated.mp4", "audio": "audio.mp4"}[kind]
+    path = (
+        tmp_path
+        / {"empty": "empty.mp4", "random": "random.mp4", "text": "notes.avi", "truncated": "truncated.mp4", "audio": "audio.mp4"}[kind]
+    )
     if kind == "empty":
         path.touch()
     elif kind == "random":
@@ -238,16 +239,23 @@ def make_bad_file(kind, tmp_path, valid_mp4):
         path.write_text("this is a shopping list, not a video\n" * 20)
     elif kind == "truncated":
         data = valid_mp4.read_bytes()
-        path.write_bytes(data[:int(len(data) * 0.4)])
+        path.write_bytes(data[: int(len(data) * 0.4)])
     elif kind == "audio":
         make_audio_only(path)
     return path
 
 
-@pytest.mark.parametrize("kind, words", [
-    ("missing", "no such file"), ("empty", "0 bytes"), ("random", "not a readable video"),
-    ("text", "not a readable video"), ("truncated", ""), ("audio", "no video stream"),
-])
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("missing", "no such file"),
+        ("empty", "0 bytes"),
+        ("random", "not a readable video"),
+        ("text", "not a readable video"),
+        ("truncated", ""),
+        ("audio", "no video stream"),
+    ],
+)
 def test_bad_files_raise_video_error_naming_the_file(tmp_path, ten_fps_mp4, kind, words):
     path = make_bad_file(kind, tmp_path, ten_fps_mp4)
     for read in (probe, read_video, lambda p: list(iter_frames(p))):
@@ -261,7 +269,7 @@ def test_truncated_webm_reads_short(tmp_path):
     # webm has no index up front, so a cut file still opens; asking for all frames must fail clearly
     data = write_video(tmp_path / "full.webm", gradient_clip()).read_bytes()
     cut = tmp_path / "cut.webm"
-    cut.write_bytes(data[:int(len(data) * 0.4)])
+    cut.write_bytes(data[: int(len(data) * 0.4)])
     with pytest.raises(VideoError, match=r"cut\.webm.*only \d+ frames"):
         read_video(cut, num_frames=T)
 
@@ -276,7 +284,7 @@ def test_make_grid_places_each_clip():
     assert grid.shape == (3, 2 + 2 * (4 + 2), 2 + 3 * (6 + 2), 3)
     for k in range(5):
         top, left = 2 + (k // 3) * 6, 2 + (k % 3) * 8
-        np.testing.assert_array_equal(grid[:, top:top + 4, left:left + 6], clips[k])
+        np.testing.assert_array_equal(grid[:, top : top + 4, left : left + 6], clips[k])
     assert (grid[:, :2] == 7).all() and (grid[:, :, :2] == 7).all()
     assert (grid[:, 8:, 18:] == 7).all()  # the empty sixth cell is padding
 

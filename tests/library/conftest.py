@@ -21,12 +21,13 @@ from vidgan.data.clips import ClipDataset
 from vidgan.data.video_io import write_video
 
 
-
 def _postgres_bin() -> Path:
     """VIDGAN_PG_BIN, else the newest Debian server (/usr/lib/postgresql/N/bin), else initdb on PATH."""
     if os.environ.get("VIDGAN_PG_BIN"):
         return Path(os.environ["VIDGAN_PG_BIN"])
-    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    debian = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0
+    )
     if debian:
         return debian[-1].parent
     found = shutil.which("initdb")
@@ -55,8 +56,17 @@ def class_run(mnist_data, tmp_path_factory) -> Path:
     from vidgan.training.loop import train
 
     run = tmp_path_factory.mktemp("run") / "run"
-    cfg = load_config("tiny", {"data": str(mnist_data), "train.steps": 2, "train.batch_size": 2, "train.checkpoint_every": 2, "train.sample_every": 1000,
-                               "model.condition": "class"})
+    cfg = load_config(
+        "tiny",
+        {
+            "data": str(mnist_data),
+            "train.steps": 2,
+            "train.batch_size": 2,
+            "train.checkpoint_every": 2,
+            "train.sample_every": 1000,
+            "model.condition": "class",
+        },
+    )
     train(cfg, run, progress=False, log=lambda s: None)
     return run
 
@@ -99,11 +109,19 @@ def postgres_server():
     port = _free_port()
     data = folder / "data"
     try:
-        subprocess.run([*as_user, str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "vidgan", "-E", "UTF8", "--no-sync"],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [*as_user, str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "vidgan", "-E", "UTF8", "--no-sync"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        subprocess.run([*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
         log = (folder / "log").read_text()[-1000:] if (folder / "log").exists() else ""
         shutil.rmtree(folder, ignore_errors=True)

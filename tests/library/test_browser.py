@@ -14,8 +14,16 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = os.environ.get("VIDGAN_CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytest.importorskip("fastapi", reason="the gallery needs the web extra: pip install 'vidgan[web]'")
 pytest.importorskip("uvicorn", reason="the gallery needs the web extra: pip install 'vidgan[web]'")
@@ -80,14 +88,31 @@ def browser():
 @pytest.fixture(scope="module")
 def library_root(clip_files, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("browse") / "lib"
-    specs = [("videogan", 3, ["sky"], 200.0, "waves at dusk"), ("tgan", 1, ["night"], 500.0, "a red circle"),
-             ("videogan", 7, [], None, "two digits"), ("mocogan", 3, ["sky"], 50.0, None)]
+    specs = [
+        ("videogan", 3, ["sky"], 200.0, "waves at dusk"),
+        ("tgan", 1, ["night"], 500.0, "a red circle"),
+        ("videogan", 7, [], None, "two digits"),
+        ("mocogan", 3, ["sky"], 50.0, None),
+    ]
     with Library.init(root) as lib:
         ingester = Ingester(lib)
         for path, (model, label, tags, fvd, caption) in zip(clip_files, specs):
-            ingester.add_file(path, provenance={"model": model, "label": label, "label_name": str(label), "seed": 42, "step": 1200, "index": 2,
-                                                "run": "/runs/mnist", "settings": {"call": {"n": 4, "seed": 42}}},
-                              tags=tags, scores={} if fvd is None else {"fvd2048_16f": fvd}, caption=caption)
+            ingester.add_file(
+                path,
+                provenance={
+                    "model": model,
+                    "label": label,
+                    "label_name": str(label),
+                    "seed": 42,
+                    "step": 1200,
+                    "index": 2,
+                    "run": "/runs/mnist",
+                    "settings": {"call": {"n": 4, "seed": 42}},
+                },
+                tags=tags,
+                scores={} if fvd is None else {"fvd2048_16f": fvd},
+                caption=caption,
+            )
     return root
 
 

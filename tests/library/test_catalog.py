@@ -8,8 +8,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vidgan.library.catalog import (
-    SCHEMA_VERSION, Clip, ClipQuery, Library, LibraryError, Provenance, SchemaVersion, clip_dict, create_catalog, facets,
-    find_clips, get_clip, make_engine, schema_version,
+    SCHEMA_VERSION,
+    Clip,
+    ClipQuery,
+    Library,
+    LibraryError,
+    Provenance,
+    SchemaVersion,
+    clip_dict,
+    create_catalog,
+    facets,
+    find_clips,
+    get_clip,
+    make_engine,
+    schema_version,
 )
 from vidgan.library.ingest import Ingester, collect_garbage, edit_tags, soft_delete
 
@@ -28,9 +40,18 @@ def fill(lib: Library, clip_files) -> list[int]:
     ingester = Ingester(lib)
     ids = []
     for path, (model, label, name, caption, tags, scores) in zip(clip_files, CLIPS):
-        prov = {"model": model, "label": label, "label_name": name, "seed": 11, "n": 6, "index": len(ids),
-                "settings": {"call": {"n": 6, "seed": 11}, "fps": 10.0}}
-        result = ingester.add_file(path, provenance={k: v for k, v in prov.items() if v is not None}, tags=tags, scores=scores, caption=caption)
+        prov = {
+            "model": model,
+            "label": label,
+            "label_name": name,
+            "seed": 11,
+            "n": 6,
+            "index": len(ids),
+            "settings": {"call": {"n": 6, "seed": 11}, "fps": 10.0},
+        }
+        result = ingester.add_file(
+            path, provenance={k: v for k, v in prov.items() if v is not None}, tags=tags, scores=scores, caption=caption
+        )
         assert result.status == "added", result.line()
         ids.append(result.clip_id)
     return ids
@@ -118,8 +139,23 @@ def test_schema_upgrade_from_version_1(tmp_path, clip_files):
     engine = make_engine(Library.url_for(root))
     assert schema_version(engine) == 1
     with Session(engine) as s:
-        s.add(Clip(sha256="a" * 64, frames_sha256="b" * 64, path="store/aa/x.mp4", format="mp4", frames=8, fps=10.0, width=32, height=32,
-                   duration=0.8, bytes=1, phash="00" * 128, search_text="an old clip of waves", provenance=Provenance(model="videogan")))
+        s.add(
+            Clip(
+                sha256="a" * 64,
+                frames_sha256="b" * 64,
+                path="store/aa/x.mp4",
+                format="mp4",
+                frames=8,
+                fps=10.0,
+                width=32,
+                height=32,
+                duration=0.8,
+                bytes=1,
+                phash="00" * 128,
+                search_text="an old clip of waves",
+                provenance=Provenance(model="videogan"),
+            )
+        )
         s.commit()
     engine.dispose()
 

@@ -24,8 +24,22 @@ def ls_ids(lib, *args) -> list[int]:
 def test_library_commands(clip_files, mnist_clips, tmp_path):
     lib = tmp_path / "lib"
     assert "0 clips" in run("init", lib)
-    out = run("add", lib, clip_files[0], clip_files[1], "--tag", "sky", "--model", "videogan", "--label", "3", "--caption", "waves at dusk",
-              "--score", "fvd2048_16f=250")
+    out = run(
+        "add",
+        lib,
+        clip_files[0],
+        clip_files[1],
+        "--tag",
+        "sky",
+        "--model",
+        "videogan",
+        "--label",
+        "3",
+        "--caption",
+        "waves at dusk",
+        "--score",
+        "fvd2048_16f=250",
+    )
     assert "as clip 1" in out and "as clip 2" in out
     run("add", lib, clip_files[2], "--model", "tgan", "--label", "cat", "--score", "fvd2048_16f=400")
     copy = write_video(tmp_path / "copy.webm", mnist_clips[0], fps=10)  # clip_files[0] re-encoded

@@ -19,8 +19,24 @@ runner = CliRunner()
 
 def test_generate_to_library_records_provenance_and_regenerates(class_run, tmp_path):
     lib_dir = tmp_path / "lib"
-    result = runner.invoke(main_app, ["generate", str(class_run), "--n", "5", "--seed", "7", "--out", str(tmp_path / "out"),
-                                      "--truncation", "1.5", "--to-library", str(lib_dir), "--no-grid"])
+    result = runner.invoke(
+        main_app,
+        [
+            "generate",
+            str(class_run),
+            "--n",
+            "5",
+            "--seed",
+            "7",
+            "--out",
+            str(tmp_path / "out"),
+            "--truncation",
+            "1.5",
+            "--to-library",
+            str(lib_dir),
+            "--no-grid",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert f"filed 5 clips in library {lib_dir}" in result.output and "vidgan serve" in result.output
     pipe = VideoPipeline.from_pretrained(class_run)
@@ -64,8 +80,26 @@ def test_generate_to_library_records_provenance_and_regenerates(class_run, tmp_p
 
 def test_regenerate_detects_a_clip_that_does_not_match(class_run, tmp_path):
     lib_dir = tmp_path / "lib"
-    result = runner.invoke(main_app, ["generate", str(class_run), "--n", "2", "--seed", "1", "--label", "4", "--format", "png",
-                                      "--out", str(tmp_path / "out"), "--to-library", str(lib_dir), "--no-grid"])
+    result = runner.invoke(
+        main_app,
+        [
+            "generate",
+            str(class_run),
+            "--n",
+            "2",
+            "--seed",
+            "1",
+            "--label",
+            "4",
+            "--format",
+            "png",
+            "--out",
+            str(tmp_path / "out"),
+            "--to-library",
+            str(lib_dir),
+            "--no-grid",
+        ],
+    )
     assert result.exit_code == 0, result.output
     with Library.open(lib_dir) as lib:
         with lib.session() as s:
@@ -86,7 +120,12 @@ def test_regenerate_detects_a_clip_that_does_not_match(class_run, tmp_path):
 
 def test_library_add_from_a_generate_folder_keeps_provenance(class_run, tmp_path):
     out = tmp_path / "out"
-    assert runner.invoke(main_app, ["generate", str(class_run), "--n", "3", "--seed", "9", "--format", "webm", "--out", str(out), "--no-grid"]).exit_code == 0
+    assert (
+        runner.invoke(
+            main_app, ["generate", str(class_run), "--n", "3", "--seed", "9", "--format", "webm", "--out", str(out), "--no-grid"]
+        ).exit_code
+        == 0
+    )
     lib_dir = tmp_path / "lib"
     assert runner.invoke(library_app, ["init", str(lib_dir)]).exit_code == 0
     result = runner.invoke(library_app, ["add", str(lib_dir), *map(str, sorted(out.glob("clip_*.webm")))])
@@ -114,14 +153,28 @@ def test_run_scores_and_first_frames_are_filed(class_run, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(class_run, run)
-    lines = [{"metric": "fvd2048_16f", "value": 321.5, "results": {"fvd2048_16f": 321.5, "is16": float("nan")}, "step": 2,
-              "protocol": {"clips": "2048 clips of 16 frames", "seed": 0}},
-             {"step": 1, "results": {"fvd2048_16f": 999.0}}, "not json", {"step": 2, "results": "oops"}]
+    lines = [
+        {
+            "metric": "fvd2048_16f",
+            "value": 321.5,
+            "results": {"fvd2048_16f": 321.5, "is16": float("nan")},
+            "step": 2,
+            "protocol": {"clips": "2048 clips of 16 frames", "seed": 0},
+        },
+        {"step": 1, "results": {"fvd2048_16f": 999.0}},
+        "not json",
+        {"step": 2, "results": "oops"},
+    ]
     (run / "metrics.jsonl").write_text("\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n")
     assert list(run_scores(run, 2)) == ["fvd2048_16f"] and run_scores(run, 2)["fvd2048_16f"][0] == 321.5
     assert run_scores(run, 3) == {} and run_scores(tmp_path / "nowhere", 2) == {}
     lib_dir = tmp_path / "lib"
-    assert runner.invoke(main_app, ["generate", str(run), "--n", "2", "--out", str(tmp_path / "out"), "--to-library", str(lib_dir), "--no-grid"]).exit_code == 0
+    assert (
+        runner.invoke(
+            main_app, ["generate", str(run), "--n", "2", "--out", str(tmp_path / "out"), "--to-library", str(lib_dir), "--no-grid"]
+        ).exit_code
+        == 0
+    )
     with Library.open(lib_dir) as lib:
         with lib.session() as s:
             clips = find_clips(lib, s, ClipQuery(min_scores={"fvd2048_16f": 300}))[1]

@@ -10,10 +10,16 @@ import pytest
 from PIL import Image
 
 from vidgan.data.video_io import read_video, write_video
-from vidgan.library.catalog import ClipQuery, Library, find_clips, get_clip
 from vidgan.library import ingest
+from vidgan.library.catalog import ClipQuery, Library, find_clips, get_clip
 from vidgan.library.ingest import (
-    DEFAULT_THRESHOLD, Ingester, check_library, frames_hash, perceptual_hash, phash_distance, sha256_file,
+    DEFAULT_THRESHOLD,
+    Ingester,
+    check_library,
+    frames_hash,
+    perceptual_hash,
+    phash_distance,
+    sha256_file,
 )
 
 
@@ -70,10 +76,17 @@ def test_reencoded_clip_is_a_duplicate_and_different_clips_are_not(lib, mnist_cl
     different = [phash_distance(hashes[i], hashes[j]) for i in range(6) for j in range(i + 1, 6)]
     assert min(different) > 2 * DEFAULT_THRESHOLD
 
-    reencoded = [write_video(tmp_path / "again.webm", clips[2], fps=10), write_video(tmp_path / "again.gif", clips[4], fps=10),
-                 write_video(tmp_path / "again_low.mp4", clips[5], fps=10, quality="medium")]
+    reencoded = [
+        write_video(tmp_path / "again.webm", clips[2], fps=10),
+        write_video(tmp_path / "again.gif", clips[4], fps=10),
+        write_video(tmp_path / "again_low.mp4", clips[5], fps=10, quality="medium"),
+    ]
     flagged = [ingester.add_file(p) for p in reencoded]
-    assert [(r.status, r.duplicate_of) for r in flagged] == [("duplicate", first[2].clip_id), ("duplicate", first[4].clip_id), ("duplicate", first[5].clip_id)]
+    assert [(r.status, r.duplicate_of) for r in flagged] == [
+        ("duplicate", first[2].clip_id),
+        ("duplicate", first[4].clip_id),
+        ("duplicate", first[5].clip_id),
+    ]
     assert all(r.distance <= DEFAULT_THRESHOLD for r in flagged)
 
     skipping = Ingester(lib, skip_duplicates=True)
@@ -115,6 +128,7 @@ def test_exception_mid_ingest_leaves_a_consistent_library(backend_lib, clip_file
 def _forked(target, *args) -> multiprocessing.Process:
     """A child process that shares this one's imports (no second torch import: seconds on 2 cores).
     It opens its own connections; it leaves with os._exit so it never touches the parent's."""
+
     def run():
         try:
             target(*args)

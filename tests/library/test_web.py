@@ -21,13 +21,27 @@ def gallery_lib(clip_files, tmp_path_factory):
     root = tmp_path_factory.mktemp("gallery") / "lib"
     with Library.init(root) as lib:
         ingester = Ingester(lib)
-        specs = [("videogan", 3, ["sky"], {"fvd2048_16f": 200.0}, "waves at dusk"),
-                 ("tgan", 1, ["sky", "night"], {"fvd2048_16f": 500.0}, "a red circle"),
-                 ("videogan", 7, [], {}, None),
-                 ("mocogan", 3, ["night"], {"fvd2048_16f": 50.0}, "digits moving")]
+        specs = [
+            ("videogan", 3, ["sky"], {"fvd2048_16f": 200.0}, "waves at dusk"),
+            ("tgan", 1, ["sky", "night"], {"fvd2048_16f": 500.0}, "a red circle"),
+            ("videogan", 7, [], {}, None),
+            ("mocogan", 3, ["night"], {"fvd2048_16f": 50.0}, "digits moving"),
+        ]
         for path, (model, label, tags, scores, caption) in zip(clip_files, specs):
-            ingester.add_file(path, provenance={"model": model, "label": label, "label_name": str(label), "seed": 5, "step": 100,
-                                                "settings": {"call": {"n": 4, "seed": 5}}}, tags=tags, scores=scores, caption=caption)
+            ingester.add_file(
+                path,
+                provenance={
+                    "model": model,
+                    "label": label,
+                    "label_name": str(label),
+                    "seed": 5,
+                    "step": 100,
+                    "settings": {"call": {"n": 4, "seed": 5}},
+                },
+                tags=tags,
+                scores=scores,
+                caption=caption,
+            )
         ingester.add_file(clip_files[5])  # clip 5: gets deleted
         soft_delete(lib, [5])
     return root
@@ -84,12 +98,26 @@ def test_api_lists_filters_and_describes_clips(client, gallery_lib):
     assert "fetch(" in client.get("/static/app.js").text
 
 
-@pytest.mark.parametrize("url", [
-    "/store/../library.db", "/store/%2e%2e/library.db", "/store/..%2flibrary.db", "/store/%2e%2e%2flibrary.db",
-    "/store/ab/..%2f..%2f..%2f..%2f..%2f..%2fetc%2fpasswd", "/store/%2fetc%2fpasswd", "/store//etc/passwd",
-    "/store/tmp/anything", "/store/nothing/here.mp4", "/store/a%00b", "/static/..%2f__init__.py", "/static/index.html%2f..",
-    "/files/1/..%2f..%2flibrary.db", "/store/", "/store/..\\library.db",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/store/../library.db",
+        "/store/%2e%2e/library.db",
+        "/store/..%2flibrary.db",
+        "/store/%2e%2e%2flibrary.db",
+        "/store/ab/..%2f..%2f..%2f..%2f..%2f..%2fetc%2fpasswd",
+        "/store/%2fetc%2fpasswd",
+        "/store//etc/passwd",
+        "/store/tmp/anything",
+        "/store/nothing/here.mp4",
+        "/store/a%00b",
+        "/static/..%2f__init__.py",
+        "/static/index.html%2f..",
+        "/files/1/..%2f..%2flibrary.db",
+        "/store/",
+        "/store/..\\library.db",
+    ],
+)
 def test_path_traversal_is_refused(client, url):
     response = client.get(url)
     assert response.status_code in (400, 404), (url, response.status_code)
@@ -121,17 +149,35 @@ def test_symlinks_and_rows_pointing_outside_the_root_are_refused(gallery_lib, tm
             (gallery_lib / "store" / "ee" / name).unlink()
 
 
-@pytest.mark.parametrize("url, status", [
-    ("/api/clips/0", 400), ("/api/clips/-1", 400), ("/api/clips/abc", 400), ("/api/clips/1e3", 400),
-    ("/api/clips/99999999999999999999999999", 400), ("/api/clips/9223372036854775808", 400),
-    ("/api/clips/9223372036854775807", 404), ("/api/clips/999", 404), ("/api/clips/5", 404),  # 5 is deleted
-    ("/files/abc/video", 400), ("/files/1/secret", 400), ("/files/5/video", 404), ("/files/99999999999999999999/poster", 400),
-    ("/clip/abc", 400), ("/clip/0", 400),
-    ("/api/download?ids=", 400), ("/api/download?ids=1,abc", 400), ("/api/download?ids=99999999999999999999", 400),
-    ("/api/download?ids=1,999", 404), ("/api/download?ids=" + ",".join(map(str, range(1, 1100))), 400),
-    ("/api/clips?limit=0", 400), ("/api/clips?limit=100000", 400), ("/api/clips?offset=-1", 400),
-    ("/api/clips?min_score=fvd", 400),
-])
+@pytest.mark.parametrize(
+    "url, status",
+    [
+        ("/api/clips/0", 400),
+        ("/api/clips/-1", 400),
+        ("/api/clips/abc", 400),
+        ("/api/clips/1e3", 400),
+        ("/api/clips/99999999999999999999999999", 400),
+        ("/api/clips/9223372036854775808", 400),
+        ("/api/clips/9223372036854775807", 404),
+        ("/api/clips/999", 404),
+        ("/api/clips/5", 404),  # 5 is deleted
+        ("/files/abc/video", 400),
+        ("/files/1/secret", 400),
+        ("/files/5/video", 404),
+        ("/files/99999999999999999999/poster", 400),
+        ("/clip/abc", 400),
+        ("/clip/0", 400),
+        ("/api/download?ids=", 400),
+        ("/api/download?ids=1,abc", 400),
+        ("/api/download?ids=99999999999999999999", 400),
+        ("/api/download?ids=1,999", 404),
+        ("/api/download?ids=" + ",".join(map(str, range(1, 1100))), 400),
+        ("/api/clips?limit=0", 400),
+        ("/api/clips?limit=100000", 400),
+        ("/api/clips?offset=-1", 400),
+        ("/api/clips?min_score=fvd", 400),
+    ],
+)
 def test_absurd_ids_and_parameters_are_refused(client, url, status):
     assert client.get(url).status_code == status, url
 
@@ -149,7 +195,10 @@ def test_edits_only_with_allow_edit(gallery_lib):
         assert editable.put("/api/clips/1/tags", json={"add": [], "remove": ["keeper"]}).json()["tags"] == ["sky"]
         assert editable.put("/api/clips/1/tags", json={"add": ["a,b"]}).status_code == 400
         assert editable.put("/api/clips/999/tags", json=body).status_code == 404
-        assert editable.put("/api/clips/1/tags", content="add=x", headers={"content-type": "application/x-www-form-urlencoded"}).status_code == 415
+        assert (
+            editable.put("/api/clips/1/tags", content="add=x", headers={"content-type": "application/x-www-form-urlencoded"}).status_code
+            == 415
+        )
 
 
 def test_only_local_host_names_are_answered(gallery_lib):
@@ -172,7 +221,9 @@ def test_serve_command_runs_the_gallery_on_localhost(gallery_lib):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     code = "import typer; from vidgan.library.cli import serve; typer.run(serve)"
-    proc = subprocess.Popen([sys.executable, "-c", code, str(gallery_lib), "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(gallery_lib), "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

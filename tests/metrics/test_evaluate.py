@@ -66,8 +66,20 @@ def _lines(path) -> list[dict]:
 
 
 def test_cli_evaluates_every_checkpoint_and_writes_metrics_and_report(tiny_run, mnist_data):
-    args = ["evaluate", str(tiny_run), "--real", str(mnist_data), "--metrics", "fd_effnet,kd_effnet,pr,diversity",
-            "--n", "8", "--effnet-size", "32", "--all-checkpoints", "--no-progress"]
+    args = [
+        "evaluate",
+        str(tiny_run),
+        "--real",
+        str(mnist_data),
+        "--metrics",
+        "fd_effnet,kd_effnet,pr,diversity",
+        "--n",
+        "8",
+        "--effnet-size",
+        "32",
+        "--all-checkpoints",
+        "--no-progress",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "fd_effnet8_8f_32px:" in result.output and "report.html" in result.output
@@ -81,8 +93,13 @@ def test_cli_evaluates_every_checkpoint_and_writes_metrics_and_report(tiny_run, 
         assert r["protocol"]["frames"] == 8 and r["protocol"]["extractor"]["input"] == "32x32"
         assert r["protocol"]["fake"]["step"] == r["step"] and r["protocol"]["real"]["path"] == str(mnist_data)
     assert sorted(by_step) == [2, 4]
-    assert by_step[4] == {"fd_effnet8_8f_32px", "kd_effnet8_8f_32px", "diversity8_8f_32px", "diversity8_8f_32px_near_duplicates",
-                          *(f"pr8_8f_32px_{k}" for k in ("precision", "recall", "density", "coverage"))}
+    assert by_step[4] == {
+        "fd_effnet8_8f_32px",
+        "kd_effnet8_8f_32px",
+        "diversity8_8f_32px",
+        "diversity8_8f_32px_near_duplicates",
+        *(f"pr8_8f_32px_{k}" for k in ("precision", "recall", "density", "coverage")),
+    }
     # the real pass ran once: the second checkpoint reused the cached statistics
     hits = [r["protocol"]["real_cache"]["hit"] for r in lines if r["metric"] == "fd_effnet8_8f_32px"]
     assert hits == [False, True]
@@ -101,7 +118,19 @@ def test_cli_errors_are_one_line(tiny_run, mnist_data, tmp_path):
     runner = CliRunner()
     cases = [
         (["evaluate", str(tiny_run), "--real", str(mnist_data), "--metrics", "fvd"], "--i3d-weights"),
-        (["evaluate", str(tiny_run), "--real", str(mnist_data), "--metrics", "fvd2048_16f", "--i3d-weights", str(tmp_path / "missing.pt")], "needs clips of 16 frames"),
+        (
+            [
+                "evaluate",
+                str(tiny_run),
+                "--real",
+                str(mnist_data),
+                "--metrics",
+                "fvd2048_16f",
+                "--i3d-weights",
+                str(tmp_path / "missing.pt"),
+            ],
+            "needs clips of 16 frames",
+        ),
         (["evaluate", str(tiny_run), "--real", str(mnist_data), "--metrics", "fd_vgg"], "unknown metric"),
         (["evaluate", str(tmp_path / "nothing"), "--real", str(mnist_data)], "not found"),
         (["evaluate", str(tiny_run), "--metrics", "pr"], "pass --real"),
@@ -120,8 +149,22 @@ def test_fvd_with_user_weights_and_n_in_the_name(tiny_run, mnist_data, tmp_path)
     torch.manual_seed(0)
     save_i3d(InceptionI3d(width=0.0625).eval(), tmp_path / "i3d.safetensors")
     out = tmp_path / "out"
-    args = ["evaluate", str(tiny_run), "--real", str(mnist_data), "--metrics", "fvd2048_2f", "--n", "2",
-            "--i3d-weights", str(tmp_path / "i3d.safetensors"), "--out", str(out), "--no-progress", "--no-report"]
+    args = [
+        "evaluate",
+        str(tiny_run),
+        "--real",
+        str(mnist_data),
+        "--metrics",
+        "fvd2048_2f",
+        "--n",
+        "2",
+        "--i3d-weights",
+        str(tmp_path / "i3d.safetensors"),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--no-report",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     (line,) = _lines(out / "metrics.jsonl")
@@ -133,7 +176,8 @@ def test_fvd_with_user_weights_and_n_in_the_name(tiny_run, mnist_data, tmp_path)
 def test_folders_and_datasets_on_either_side(tiny_run, mnist_data, tmp_path):
     from vidgan.data.clips import ClipDataset
     from vidgan.data.video_io import write_video
-    from vidgan.metrics.evaluate import EvalOptions, evaluate as run_evaluate
+    from vidgan.metrics.evaluate import EvalOptions
+    from vidgan.metrics.evaluate import evaluate as run_evaluate
     from vidgan.pipeline import VideoPipeline, save_clips
 
     pipe = VideoPipeline.from_pretrained(tiny_run)
@@ -161,8 +205,16 @@ def test_folders_and_datasets_on_either_side(tiny_run, mnist_data, tmp_path):
 
 def test_eval_every_writes_metrics_during_training(mnist_data, tmp_path):
     run = tmp_path / "run"
-    cfg = tiny_config(mnist_data, **{"train.steps": 4, "train.eval_every": 2, "train.eval_n": 8, "train.eval_image_size": 32,
-                                     "train.eval_metrics": "fd_effnet,diversity"})
+    cfg = tiny_config(
+        mnist_data,
+        **{
+            "train.steps": 4,
+            "train.eval_every": 2,
+            "train.eval_n": 8,
+            "train.eval_image_size": 32,
+            "train.eval_metrics": "fd_effnet,diversity",
+        },
+    )
     printed = []
     train(cfg, run, progress=False, log=printed.append)
     lines = _lines(run / "metrics.jsonl")

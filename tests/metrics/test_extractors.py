@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidgan.metrics.extractors import EffNetLite0, I3D, Inception, WeightsError, get_extractor
+from vidgan.metrics.extractors import I3D, EffNetLite0, Inception, WeightsError, get_extractor
 from vidgan.metrics.fid import InceptionV3, save_inception
 from vidgan.metrics.fvd import InceptionI3d, save_i3d
 
@@ -133,7 +133,9 @@ def test_effnet_ranks_real_below_shuffled_below_noise(mnist_data):
     # shuffling leaves the per-frame half of the features unchanged: the frame-order half tells them apart
     half = features["a"].shape[1] // 2
     np.testing.assert_allclose(features["shuffled"][:, :half], features["b"][:, :half], rtol=1e-4, atol=1e-4)
-    assert frechet_distance_rows(features["a"][:, half:], features["shuffled"][:, half:]) > frechet_distance_rows(features["a"][:, half:], features["b"][:, half:])
+    assert frechet_distance_rows(features["a"][:, half:], features["shuffled"][:, half:]) > frechet_distance_rows(
+        features["a"][:, half:], features["b"][:, half:]
+    )
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,16 @@ import pytest
 
 from vidgan.metrics import frechet
 from vidgan.metrics.frechet import (
-    CachedFeatures, FeatureStats, cache_key, frechet_distance, frechet_distance_rows, frechet_distance_sqrtm,
-    kernel_distance, load_cached, save_cached, stats_distance,
+    CachedFeatures,
+    FeatureStats,
+    cache_key,
+    frechet_distance,
+    frechet_distance_rows,
+    frechet_distance_sqrtm,
+    kernel_distance,
+    load_cached,
+    save_cached,
+    stats_distance,
 )
 from vidgan.metrics.inception_score import inception_score
 

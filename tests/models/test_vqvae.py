@@ -1,6 +1,5 @@
 """Video VQ-VAE: shapes of the token grid, EMA codebook with dead-code restarts, learns to reconstruct."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -26,7 +25,9 @@ def mnist16(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("factors, grid", [((4, 4, 4), (2, 4, 4)), ((2, 4, 4), (4, 4, 4)), ((1, 2, 2), (8, 8, 8)), ((2, 1, 1), (4, 16, 16))])
+@pytest.mark.parametrize(
+    "factors, grid", [((4, 4, 4), (2, 4, 4)), ((2, 4, 4), (4, 4, 4)), ((1, 2, 2), (8, 8, 8)), ((2, 1, 1), (4, 16, 16))]
+)
 def test_downsampling_sets_the_token_grid(factors, grid):
     torch.manual_seed(0)
     model = VQVAE(3, 8, 4, 16, factors, 1)
@@ -49,7 +50,7 @@ def test_codebook_follows_its_clusters_by_ema_and_restarts_dead_codes():
     centres = torch.tensor([[4.0, 0, 0], [0, 4.0, 0], [0, 0, 4.0]])
     book = Codebook(8, 3, decay=0.8, restart_threshold=0.5)
     rng = torch.Generator().manual_seed(0)
-    for step in range(40):
+    for _ in range(40):
         pts = centres[torch.randint(3, (96,), generator=rng)] + 0.05 * torch.randn(96, 3, generator=rng)
         q = book(pts.t().reshape(1, 3, 96, 1, 1), rng)
     assert int(book.ema_updates) == 40
@@ -75,7 +76,14 @@ def test_vqvae_learns_to_reconstruct_a_tiny_dataset(mnist16, tmp_path):
     from vidgan.training.loop import train
     from vidgan.training.two_stage import load_vqvae
 
-    overrides = {"model.name": "vqvae", "train.steps": 150, "train.log_every": 10, "vq.width": 16, "vq.downsample": [2, 2, 2], "vq.lr": 0.001}
+    overrides = {
+        "model.name": "vqvae",
+        "train.steps": 150,
+        "train.log_every": 10,
+        "vq.width": 16,
+        "vq.downsample": [2, 2, 2],
+        "vq.lr": 0.001,
+    }
     result = train(tiny_config(mnist16, **overrides), tmp_path / "vq", progress=False, log=lambda s: None)
     assert result.step == 150 and result.psnr is not None
     model, cfg, step = load_vqvae(tmp_path / "vq")

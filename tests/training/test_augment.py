@@ -71,7 +71,9 @@ def test_cutout_zeroes_one_half_size_square_per_clip():
     for b in range(8):
         rows, cols = holes[b].any(1).nonzero().flatten(), holes[b].any(0).nonzero().flatten()
         assert len(rows) <= 8 and len(cols) <= 8 and 0 < holes[b].sum() == len(rows) * len(cols)  # a rectangle
-        assert torch.equal(holes[b][rows.min() : rows.max() + 1, cols.min() : cols.max() + 1], torch.ones(len(rows), len(cols), dtype=torch.bool))
+        assert torch.equal(
+            holes[b][rows.min() : rows.max() + 1, cols.min() : cols.max() + 1], torch.ones(len(rows), len(cols), dtype=torch.bool)
+        )
         corners.append((rows.min().item(), cols.min().item()))
     assert len(set(corners)) > 1
     assert set(out.unique().tolist()) <= {0.0, 1.0}

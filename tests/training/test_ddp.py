@@ -19,7 +19,9 @@ TORCHRUN = shutil.which("torchrun")
 def _run(args, nproc, extra=()):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     launcher = [TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", *extra] if nproc else [sys.executable]
-    proc = subprocess.run([*launcher, "-m", "vidgan", "train", *args, "--no-progress"], env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [*launcher, "-m", "vidgan", "train", *args, "--no-progress"], env=env, capture_output=True, text=True, timeout=240
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -68,7 +70,13 @@ def test_two_node_rendezvous_on_localhost(mnist_data, tmp_path):
     common = ["--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=vidgan-test"]
     runs = [tmp_path / f"node{i}" for i in range(2)]
     procs = [
-        subprocess.Popen([TORCHRUN, *common, "-m", "vidgan", "train", str(mnist_data), "--config", str(cfg_path), "--out", str(run), "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [TORCHRUN, *common, "-m", "vidgan", "train", str(mnist_data), "--config", str(cfg_path), "--out", str(run), "--no-progress"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for run in runs
     ]
     outs = [p.communicate(timeout=240)[0] for p in procs]

@@ -1,9 +1,9 @@
 """A checkpoint written by 2 torchrun processes resumes on 1 process and continues the same run."""
 
 import pytest
+from test_ddp import TORCHRUN, _run
 
 from conftest import read_log, tiny_config
-from test_ddp import TORCHRUN, _run
 from vidgan.training.loop import train
 
 

@@ -1,7 +1,6 @@
 """The trainer learns, resumes the same run after a stop or a kill, and refuses NaN losses."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -70,7 +69,18 @@ def test_resume_after_sigkill(mnist_data, tmp_path):
     cfg.save(cfg_path)
     cfg_path.rename(tmp_path / "cfg.yaml")  # JSON is valid YAML
     run = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "vidgan", "train", str(mnist_data), "--config", str(tmp_path / "cfg.yaml"), "--out", str(run), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vidgan",
+        "train",
+        str(mnist_data),
+        "--config",
+        str(tmp_path / "cfg.yaml"),
+        "--out",
+        str(run),
+        "--no-progress",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while len(ckpt.list_checkpoints(run)) < 2 and time.monotonic() < deadline:
@@ -106,7 +116,9 @@ def test_nonfinite_loss_is_reported_with_the_step(mnist_data, tmp_path, monkeypa
 
 
 def test_time_budget_stops_with_a_checkpoint(mnist_data, tmp_path):
-    result = train(tiny_config(mnist_data, **{"train.steps": 10**6, "train.time_budget": 1.0}), tmp_path / "b", progress=False, log=lambda s: None)
+    result = train(
+        tiny_config(mnist_data, **{"train.steps": 10**6, "train.time_budget": 1.0}), tmp_path / "b", progress=False, log=lambda s: None
+    )
     assert result.stopped == "time_budget" and 0 < result.step < 10**6
     assert ckpt.latest_checkpoint(tmp_path / "b").name == f"step_{result.step:09d}"
     assert (tmp_path / "b" / "samples" / f"step_{result.step:09d}.gif").is_file()
@@ -124,7 +136,18 @@ def test_ctrl_c_checkpoints_and_stops_cleanly(mnist_data, tmp_path):
     cfg = tiny_config(mnist_data, **{"train.steps": 100000, "train.checkpoint_every": 2})
     cfg.save(tmp_path / "cfg.yaml")
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "vidgan", "train", str(mnist_data), "--config", str(tmp_path / "cfg.yaml"), "--out", str(run), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vidgan",
+        "train",
+        str(mnist_data),
+        "--config",
+        str(tmp_path / "cfg.yaml"),
+        "--out",
+        str(run),
+        "--no-progress",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while ckpt.latest_checkpoint(run) is None and time.monotonic() < deadline:

@@ -35,7 +35,9 @@ def test_nonsat_label_smoothing_is_bce_against_the_smoothed_target():
     want = mean([-(0.9 * math.log(sig(r)) + 0.1 * math.log(1 - sig(r))) for r in R]) + mean([-math.log(1 - sig(f)) for f in F_])
     got = losses.d_loss_nonsat(REAL, FAKE, smoothing=s)
     assert got.item() == pytest.approx(want, rel=1e-6)
-    bce = F.binary_cross_entropy_with_logits(REAL, torch.full_like(REAL, 0.9)) + F.binary_cross_entropy_with_logits(FAKE, torch.zeros_like(FAKE))
+    bce = F.binary_cross_entropy_with_logits(REAL, torch.full_like(REAL, 0.9)) + F.binary_cross_entropy_with_logits(
+        FAKE, torch.zeros_like(FAKE)
+    )
     assert got.item() == pytest.approx(bce.item(), rel=1e-6)
     # smoothing=0 is bit-for-bit the unsmoothed loss.
     old = F.softplus(-REAL).mean() + F.softplus(FAKE).mean()

@@ -49,7 +49,7 @@ def test_auto_precision_per_device(monkeypatch):
 
 def _run_conv(fn, x, w, b, matmul):
     x, w, b = (t.clone().requires_grad_() for t in (x, w, b))
-    with torch.autocast("cpu", dtype=torch.bfloat16), (speed.MatmulConvs() if matmul else torch.enable_grad()):
+    with torch.autocast("cpu", dtype=torch.bfloat16), speed.MatmulConvs() if matmul else torch.enable_grad():
         y = fn(x, w, b)
     (y.float() * torch.linspace(-1, 1, y.numel()).view(y.shape)).sum().backward()
     return [y.float(), x.grad, w.grad, b.grad]
@@ -58,7 +58,10 @@ def _run_conv(fn, x, w, b, matmul):
 SHAPES = [((4, 4, 4), (2, 2, 2), 0), ((3, 4, 4), (1, 2, 2), 0)]
 
 
-@pytest.mark.parametrize("kind,kernel,stride,output_padding", [("conv", *s) for s in SHAPES] + [("transposed", *s) for s in SHAPES] + [("transposed", (4, 4, 4), (2, 2, 2), 1)])
+@pytest.mark.parametrize(
+    "kind,kernel,stride,output_padding",
+    [("conv", *s) for s in SHAPES] + [("transposed", *s) for s in SHAPES] + [("transposed", (4, 4, 4), (2, 2, 2), 1)],
+)
 def test_matmul_convs_match_the_native_kernels(monkeypatch, kind, kernel, stride, output_padding):
     # force the matmul paths (normally only for wide layers) on small shapes
     monkeypatch.setattr(speed, "WEIGHT_GRAD_MIN_CHANNELS", 1)
@@ -130,7 +133,9 @@ def test_reduced_precision_steps_keep_losses_and_penalties_finite(penalty):
         settings = StepSettings.from_config(cfg.loss, 0)
         real = (torch.rand(4, 1, 4, 16, 16) * 2 - 1).contiguous(memory_format=torch.channels_last_3d)
         for step in range(2):
-            loss_d, loss_g, real_logits, _ = gan_step(G, D, G, D, opt_g, opt_d, settings, real, torch.randn(4, G.z_dim), torch.randn(4, G.z_dim), step=step, precision=prec)
+            loss_d, loss_g, real_logits, _ = gan_step(
+                G, D, G, D, opt_g, opt_d, settings, real, torch.randn(4, G.z_dim), torch.randn(4, G.z_dim), step=step, precision=prec
+            )
             assert loss_d.dtype == loss_g.dtype == real_logits.dtype == torch.float32  # losses computed in fp32
             assert torch.isfinite(loss_d) and torch.isfinite(loss_g)
         assert all(p.dtype == torch.float32 for p in G.parameters())  # master weights stay fp32
@@ -143,7 +148,12 @@ def test_tiny_videogan_moves_toward_the_data_in_bf16(mnist_data, tmp_path):
     distances, lines = [], []
     for steps in (1, 150):
         run = tmp_path / f"r{steps}"
-        train(tiny_config(mnist_data, **{"train.steps": steps, "train.precision": "bf16", "train.log_every": 50}), run, progress=False, log=_quiet(lines))
+        train(
+            tiny_config(mnist_data, **{"train.steps": steps, "train.precision": "bf16", "train.log_every": 50}),
+            run,
+            progress=False,
+            log=_quiet(lines),
+        )
         distances.append(pixel_statistics_distance(VideoPipeline.from_pretrained(run)(n=32, seed=1), real))
     assert any(ln.startswith("speed: cpu, bf16") for ln in lines)
     assert distances[1] < 0.5 * distances[0], distances
@@ -151,7 +161,13 @@ def test_tiny_videogan_moves_toward_the_data_in_bf16(mnist_data, tmp_path):
 
 def test_bf16_channels_last_run_resumes_exactly(mnist_data, tmp_path):
     """Fused Adam with channels-last weights: the resumed optimizer state must keep the weights' layout."""
-    extra = {"train.precision": "bf16", "loss.augment": "color,translation,cutout", "loss.penalty": "r1", "loss.penalty_every": 2, "train.log_every": 2}
+    extra = {
+        "train.precision": "bf16",
+        "loss.augment": "color,translation,cutout",
+        "loss.penalty": "r1",
+        "loss.penalty_every": 2,
+        "train.log_every": 2,
+    }
     full, part = tmp_path / "full", tmp_path / "part"
     train(tiny_config(mnist_data, **{"train.steps": 6, "train.checkpoint_every": 3, **extra}), full, progress=False, log=_quiet())
     train(tiny_config(mnist_data, **{"train.steps": 3, **extra}), part, progress=False, log=_quiet())

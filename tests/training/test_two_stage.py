@@ -73,8 +73,24 @@ def test_prior_run_works_like_a_gan_run(vq_run, mnist16, tmp_path):
     moved_vq = tmp_path / "vq"
     shutil.copytree(vq_run, moved_vq)
     prior = tmp_path / "prior"
-    result = runner.invoke(app, ["train", str(mnist16), "--model", "videogpt", "--vqvae", str(moved_vq), "--config", "tiny",
-                                 "--steps", "12", "--out", str(prior), "--no-progress"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(mnist16),
+            "--model",
+            "videogpt",
+            "--vqvae",
+            str(moved_vq),
+            "--config",
+            "tiny",
+            "--steps",
+            "12",
+            "--out",
+            str(prior),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "step 12, loss" in result.output
     cfg = json.loads((prior / "config.json").read_text())
@@ -90,8 +106,10 @@ def test_prior_run_works_like_a_gan_run(vq_run, mnist16, tmp_path):
     assert pipe(n=1, seed=0, frames=16).shape == (1, 16, 16, 16, 1)  # sliding window past the trained length
 
     out = tmp_path / "gen"
-    result = runner.invoke(app, ["generate", str(prior), "--out", str(out), "--n", "3", "--seed", "5", "--format", "png",
-                                 "--to-library", str(tmp_path / "lib")])
+    result = runner.invoke(
+        app,
+        ["generate", str(prior), "--out", str(out), "--n", "3", "--seed", "5", "--format", "png", "--to-library", str(tmp_path / "lib")],
+    )
     assert result.exit_code == 0, result.output
     assert "wrote 3 clips" in result.output and "filed 3 clips" in result.output
     assert json.loads((out / "generated.json").read_text())["model"] == "videogpt"
@@ -100,8 +118,27 @@ def test_prior_run_works_like_a_gan_run(vq_run, mnist16, tmp_path):
         assert total == 3 and filed[0].provenance.model == "videogpt"
 
     # token sampling settings per call: recorded, replayed by the library, restored afterwards
-    result = runner.invoke(app, ["generate", str(prior), "--out", str(tmp_path / "gen_t"), "--n", "2", "--seed", "5", "--format", "png",
-                                 "--temperature", "0.5", "--top-k", "4", "--to-library", str(tmp_path / "lib")])
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            str(prior),
+            "--out",
+            str(tmp_path / "gen_t"),
+            "--n",
+            "2",
+            "--seed",
+            "5",
+            "--format",
+            "png",
+            "--temperature",
+            "0.5",
+            "--top-k",
+            "4",
+            "--to-library",
+            str(tmp_path / "lib"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     cool = pipe(n=2, seed=5, temperature=0.5, top_k=4)
     assert not np.array_equal(cool, clips[:2]) and np.array_equal(pipe(n=2, seed=5), clips[:2])
@@ -110,7 +147,9 @@ def test_prior_run_works_like_a_gan_run(vq_run, mnist16, tmp_path):
     with pytest.raises(ValueError, match="temperature must be > 0"):
         pipe(n=1, temperature=0.0)
 
-    run_eval = evaluate(prior, mnist16, EvalOptions(metrics="fd_effnet", n=6, effnet_size=32, progress=False), log=lambda s: None, report=False)
+    run_eval = evaluate(
+        prior, mnist16, EvalOptions(metrics="fd_effnet", n=6, effnet_size=32, progress=False), log=lambda s: None, report=False
+    )
     assert np.isfinite(run_eval.records[0]["value"]) and run_eval.records[0]["value"] > 0
 
     # a VQ-VAE run alone generates nothing: said in one line
@@ -143,8 +182,11 @@ def test_resume_continues_exactly(stage, vq_run, mnist16, tmp_path):
 
 
 def test_first_frame_prior_animates_the_given_frame(vq_run, mnist16, tmp_path):
-    train(tiny_config(mnist16, **{"model.name": "videogpt", "model.condition": "first-frame", "vq.vqvae_run": str(vq_run), "train.steps": 3}),
-          tmp_path / "ff", **QUIET)
+    train(
+        tiny_config(mnist16, **{"model.name": "videogpt", "model.condition": "first-frame", "vq.vqvae_run": str(vq_run), "train.steps": 3}),
+        tmp_path / "ff",
+        **QUIET,
+    )
     pipe = VideoPipeline.from_pretrained(tmp_path / "ff")
     frame_a = np.zeros((16, 16, 1), np.uint8)
     frame_b = np.full((16, 16, 1), 255, np.uint8)
@@ -155,8 +197,11 @@ def test_first_frame_prior_animates_the_given_frame(vq_run, mnist16, tmp_path):
 
 
 def test_class_prior_takes_its_labels(vq_run, mnist16, tmp_path):
-    train(tiny_config(mnist16, **{"model.name": "videogpt", "model.condition": "class", "vq.vqvae_run": str(vq_run), "train.steps": 3}),
-          tmp_path / "cls", **QUIET)
+    train(
+        tiny_config(mnist16, **{"model.name": "videogpt", "model.condition": "class", "vq.vqvae_run": str(vq_run), "train.steps": 3}),
+        tmp_path / "cls",
+        **QUIET,
+    )
     pipe = VideoPipeline.from_pretrained(tmp_path / "cls")
     assert pipe.classes == [str(i) for i in range(10)]
     a, b = pipe(n=2, seed=0, label=3), pipe(n=2, seed=0, label=5)
@@ -167,9 +212,8 @@ def test_class_prior_takes_its_labels(vq_run, mnist16, tmp_path):
 def test_vqvae_patch_adversarial_term(mnist16, tmp_path):
     """The critic starts at vq.adversarial_start, learns to tell clips from reconstructions, and its
     term reaches the VQ-VAE (whose weights then differ from a run without it)."""
-    from vidgan.training.loop import RunDirError
-
     from conftest import read_log
+    from vidgan.training.loop import RunDirError
 
     base = {"model.name": "vqvae", "train.steps": 40, "vq.adversarial_width": 8}
     train(tiny_config(mnist16, **base, **{"vq.adversarial": 0.5, "vq.adversarial_start": 10}), tmp_path / "adv", **QUIET)
@@ -194,8 +238,12 @@ def test_vqvae_patch_adversarial_term(mnist16, tmp_path):
 def test_prior_scores_itself_during_training(vq_run, mnist16, tmp_path):
     evals = {"train.eval_every": 2, "train.eval_n": 8, "train.eval_image_size": 32, "train.eval_metrics": "fd_effnet,diversity"}
     printed = []
-    train(tiny_config(mnist16, **{"model.name": "videogpt", "vq.vqvae_run": str(vq_run), "train.steps": 4, **evals}), tmp_path / "p",
-          progress=False, log=printed.append)
+    train(
+        tiny_config(mnist16, **{"model.name": "videogpt", "vq.vqvae_run": str(vq_run), "train.steps": 4, **evals}),
+        tmp_path / "p",
+        progress=False,
+        log=printed.append,
+    )
     lines = [json.loads(line) for line in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["metric"]) for r in lines] == [
         (step, name) for step in (2, 4) for name in ("fd_effnet8_8f_32px", "diversity8_8f_32px", "diversity8_8f_32px_near_duplicates")

@@ -19,9 +19,9 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.util
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -73,8 +73,9 @@ def _mnist_digits_cached() -> tuple[np.ndarray, np.ndarray]:
         table = np.loadtxt(f, delimiter=",", dtype=np.int64)
     expected_columns = MNIST_DIGIT_SIZE * MNIST_DIGIT_SIZE + 1
     if table.ndim != 2 or table.shape[1] != expected_columns:
-        raise BuiltinDataError(f"MNIST digits unreadable: {csv_path} has shape {table.shape}, "
-                               f"expected (N, {expected_columns}); reinstall: {_INSTALL_HINT}")
+        raise BuiltinDataError(
+            f"MNIST digits unreadable: {csv_path} has shape {table.shape}, expected (N, {expected_columns}); reinstall: {_INSTALL_HINT}"
+        )
     images = table[:, :-1].astype(np.uint8).reshape(-1, MNIST_DIGIT_SIZE, MNIST_DIGIT_SIZE)
     labels = table[:, -1].copy()
     # Cached and shared between callers, so nobody may change them in place.
@@ -103,8 +104,7 @@ def _mnist_split_indices(labels: np.ndarray, split: str) -> np.ndarray:
     return np.concatenate(picked)
 
 
-def _bouncing_trajectories(rng: np.random.Generator, count: int, frames: int, free_range: int,
-                           step: float) -> np.ndarray:
+def _bouncing_trajectories(rng: np.random.Generator, count: int, frames: int, free_range: int, step: float) -> np.ndarray:
     """Integer top-left corners (count, frames, 2) of `count` digit boxes, each moving in a
     straight line at constant speed and bouncing off the canvas edges.
 
@@ -151,8 +151,7 @@ def _resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize((size, size), method)) for f in frames])
 
 
-def moving_mnist(n: int = 10000, frames: int = 20, size: int = 64, digits: int = 2, seed: int = 0,
-                 split: str = "train") -> BuiltinClips:
+def moving_mnist(n: int = 10000, frames: int = 20, size: int = 64, digits: int = 2, seed: int = 0, split: str = "train") -> BuiltinClips:
     """Moving MNIST (Srivastava et al. 2015): `digits` real MNIST digits per clip, each moving
     in a random direction at a constant speed of 0.1 of the free range per frame (3.6 px at
     size 64, as in the original generator), bouncing off the edges, combined with np.maximum.
@@ -183,7 +182,7 @@ def moving_mnist(n: int = 10000, frames: int = 20, size: int = 64, digits: int =
                 digit = images[digit_index]
                 for frame, (top, left) in zip(clip, corners):
                     # In-place maximum on a view: overlapping digits keep the brighter stroke.
-                    window = frame[top:top + MNIST_DIGIT_SIZE, left:left + MNIST_DIGIT_SIZE]
+                    window = frame[top : top + MNIST_DIGIT_SIZE, left : left + MNIST_DIGIT_SIZE]
                     np.maximum(window, digit, out=window)
             digit_classes = [int(labels[i]) for i in chosen]
             meta = {
@@ -198,8 +197,7 @@ def moving_mnist(n: int = 10000, frames: int = 20, size: int = 64, digits: int =
             }
             yield _resize_frames(clip, size)[..., None], meta
 
-    return BuiltinClips(name="moving-mnist", classes=[str(c) for c in range(10)], channels=1,
-                        fps=fps, clips=generate(), count=n)
+    return BuiltinClips(name="moving-mnist", classes=[str(c) for c in range(10)], channels=1, fps=fps, clips=generate(), count=n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,8 +282,7 @@ def shapes(n: int = 2000, frames: int = 16, size: int = 64, seed: int = 0) -> Bu
             }
             yield clip, meta
 
-    return BuiltinClips(name="shapes", classes=list(SHAPE_NAMES), channels=3, fps=fps,
-                        clips=generate(), count=n)
+    return BuiltinClips(name="shapes", classes=list(SHAPE_NAMES), channels=3, fps=fps, clips=generate(), count=n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,6 +305,7 @@ def builtin_clips(name: str, **options) -> BuiltinClips:
     if name == "shapes":
         return shapes(**options)
     if name == "sample-clips":
-        raise ValueError("'sample-clips' are real video files, not generated clips: "
-                         "use sample_clip_files() and prepare them like any folder of videos")
+        raise ValueError(
+            "'sample-clips' are real video files, not generated clips: use sample_clip_files() and prepare them like any folder of videos"
+        )
     raise ValueError(f"unknown built-in dataset {name!r}; choose one of {', '.join(BUILTIN_NAMES)}")

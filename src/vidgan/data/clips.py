@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -104,8 +104,18 @@ class ClipLoader:
     idle cores to hide it on).
     """
 
-    def __init__(self, data: ClipDataset, indices: Callable[[int], np.ndarray], lo: int, hi: int, start: int, stop: int,
-                 workers: int = 0, pin_memory: bool = False, prefetch: int = 2):
+    def __init__(
+        self,
+        data: ClipDataset,
+        indices: Callable[[int], np.ndarray],
+        lo: int,
+        hi: int,
+        start: int,
+        stop: int,
+        workers: int = 0,
+        pin_memory: bool = False,
+        prefetch: int = 2,
+    ):
         self.steps = _StepBatches(data, indices, lo, hi)
         self.start, self.stop, self.workers, self.pin_memory, self.prefetch = start, stop, workers, pin_memory, prefetch
 
@@ -116,8 +126,12 @@ class ClipLoader:
         if self.workers == 0 and not self.pin_memory:
             return (self.steps[step] for step in range(self.start, self.stop))
         loader = DataLoader(
-            self.steps, batch_size=None, sampler=range(self.start, self.stop), num_workers=self.workers,
-            pin_memory=self.pin_memory, prefetch_factor=self.prefetch if self.workers else None,
+            self.steps,
+            batch_size=None,
+            sampler=range(self.start, self.stop),
+            num_workers=self.workers,
+            pin_memory=self.pin_memory,
+            prefetch_factor=self.prefetch if self.workers else None,
             collate_fn=_unchanged,
         )
         return iter(loader)

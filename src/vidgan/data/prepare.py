@@ -18,10 +18,10 @@ import itertools
 import json
 import os
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -220,8 +220,15 @@ def _clear_output(out: Path) -> None:
             p.unlink()
 
 
-def prepare_folder(src: str | Path, out: str | Path, settings: PrepareSettings, force: bool = False, progress: bool = True, log: Callable[[str], None] = print,
-                   workers: int | None = None) -> PrepareResult:
+def prepare_folder(
+    src: str | Path,
+    out: str | Path,
+    settings: PrepareSettings,
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    workers: int | None = None,
+) -> PrepareResult:
     """workers: files decoded at once (threads; default: up to 4, one per core); the output does not depend on it."""
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -270,8 +277,18 @@ def decode_in_order(items: list, fn: Callable, workers: int) -> Iterator:
                 future.cancel()
 
 
-def _prepare_files(sources: list[Path], src: Path, out: Path, settings: PrepareSettings, source_id: str, skipped: list[dict], force: bool, progress: bool, log,
-                   workers: int | None = None) -> PrepareResult:
+def _prepare_files(
+    sources: list[Path],
+    src: Path,
+    out: Path,
+    settings: PrepareSettings,
+    source_id: str,
+    skipped: list[dict],
+    force: bool,
+    progress: bool,
+    log,
+    workers: int | None = None,
+) -> PrepareResult:
     workers = default_workers() if workers is None else workers
     index = _open_output(out, settings.as_dict(), source_id, force)
     if index is not None and index["complete"]:
@@ -309,7 +326,10 @@ def _prepare_files(sources: list[Path], src: Path, out: Path, settings: PrepareS
         if problem is not None:
             entry = {"path": rel, "reason": problem} | ({"kept_clips": kept} if kept else {})
         elif kept == 0:
-            entry = {"path": rel, "reason": f"too short: fewer than {settings.frames} frames{f' at {settings.fps:g} fps' if settings.fps else ''}; lower --frames or remove it"}
+            entry = {
+                "path": rel,
+                "reason": f"too short: fewer than {settings.frames} frames{f' at {settings.fps:g} fps' if settings.fps else ''}; lower --frames or remove it",
+            }
         else:
             entry = None
         if entry is not None:
@@ -330,17 +350,33 @@ def _prepare_files(sources: list[Path], src: Path, out: Path, settings: PrepareS
 def _finish(out: Path, index: dict, skipped: list[dict], files: int, resumed: bool, log) -> PrepareResult:
     if not index["clips"]:
         _atomic_write_json(out / "skipped.json", skipped)
-        raise PrepareError(f"{out}: no clips were made ({len(skipped)} inputs skipped, see {out / 'skipped.json'}); check the inputs or lower --frames")
+        raise PrepareError(
+            f"{out}: no clips were made ({len(skipped)} inputs skipped, see {out / 'skipped.json'}); check the inputs or lower --frames"
+        )
     index.pop("skipped_so_far", None)
     index["complete"] = True
     _atomic_write_json(out / "skipped.json", skipped)
     _atomic_write_json(out / INDEX_NAME, index)
-    log(f"{out}: {len(index['clips'])} clips of {index['frames']}x{index['size']}x{index['size']} in {len(index['shards'])} shard(s) from {files} input(s); {len(skipped)} skipped" + (f" (listed in {out / 'skipped.json'})" if skipped else ""))
+    log(
+        f"{out}: {len(index['clips'])} clips of {index['frames']}x{index['size']}x{index['size']} in {len(index['shards'])} shard(s) from {files} input(s); {len(skipped)} skipped"
+        + (f" (listed in {out / 'skipped.json'})" if skipped else "")
+    )
     return PrepareResult(out, len(index["clips"]), files, skipped, resumed)
 
 
-def prepare_builtin(name: str, out: str | Path, settings: PrepareSettings, n: int | None = None, seed: int = 0, digits: int = 2, split: str = "train", force: bool = False, progress: bool = True, log: Callable[[str], None] = print,
-                    workers: int | None = None) -> PrepareResult:
+def prepare_builtin(
+    name: str,
+    out: str | Path,
+    settings: PrepareSettings,
+    n: int | None = None,
+    seed: int = 0,
+    digits: int = 2,
+    split: str = "train",
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    workers: int | None = None,
+) -> PrepareResult:
     """Prepare `builtin:NAME`. Generated datasets are rebuilt whole when a run was interrupted."""
     from vidgan.data import builtin
 

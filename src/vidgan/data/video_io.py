@@ -20,10 +20,10 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import av
 import numpy as np
@@ -122,8 +122,7 @@ def iter_frames(path, size: int | None = None, fps: float | None = None) -> Iter
             container.close()  # also when the caller stops early: read_video does
 
 
-def read_video(path, start: int = 0, num_frames: int | None = None, size: int | None = None,
-               fps: float | None = None) -> np.ndarray:
+def read_video(path, start: int = 0, num_frames: int | None = None, size: int | None = None, fps: float | None = None) -> np.ndarray:
     """uint8 (T, H, W, 3): frames [start, start + num_frames) of iter_frames(path, size, fps).
 
     num_frames=None reads to the end. Too few frames for the request is a VideoError.
@@ -139,8 +138,9 @@ def read_video(path, start: int = 0, num_frames: int | None = None, size: int | 
     if not frames or (num_frames is not None and len(frames) < num_frames):
         at_fps = "" if fps is None else f" at {fps:g} fps"
         wanted = f"{num_frames} frames" if num_frames is not None else "frames"
-        raise VideoError(f"{path}: only {len(frames)} frames from frame {start} on{at_fps}, asked for {wanted}; "
-                         f"ask for fewer frames or remove the file")
+        raise VideoError(
+            f"{path}: only {len(frames)} frames from frame {start} on{at_fps}, asked for {wanted}; ask for fewer frames or remove the file"
+        )
     return np.stack(frames)
 
 
@@ -154,8 +154,7 @@ def _open_video(path: Path):
         # metadata_errors="replace": a title in a stray encoding must not make a good video unreadable
         container = av.open(str(path), metadata_errors="replace")
     except (av.FFmpegError, OSError, UnicodeError) as err:
-        raise VideoError(f"{path}: not a readable video ({_reason(err)}); "
-                         f"re-encode it with ffmpeg or remove it") from err
+        raise VideoError(f"{path}: not a readable video ({_reason(err)}); re-encode it with ffmpeg or remove it") from err
     # cover art in music files shows up as a one-picture "video" stream; it is not a video
     streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
     if not streams:
@@ -183,8 +182,7 @@ def _count_frames(path: Path, container, stream) -> int:
             container.seek(0)
             count = sum(1 for _ in container.decode(stream))
     except av.FFmpegError as err:
-        raise VideoError(f"{path}: cannot count frames ({_reason(err)}); "
-                         f"re-encode it with ffmpeg or remove it") from err
+        raise VideoError(f"{path}: cannot count frames ({_reason(err)}); re-encode it with ffmpeg or remove it") from err
     return count
 
 
@@ -199,8 +197,9 @@ def _video_frames(path: Path, container, stream, size: int | None):
             yield time, _to_rgb(reformatter, frame, size)
             index += 1
     except av.FFmpegError as err:
-        raise VideoError(f"{path}: decoding failed at frame {index} ({_reason(err)}); "
-                         f"the file may be truncated, re-encode it with ffmpeg or remove it") from err
+        raise VideoError(
+            f"{path}: decoding failed at frame {index} ({_reason(err)}); the file may be truncated, re-encode it with ffmpeg or remove it"
+        ) from err
 
 
 def _folder_frames(folder: Path, size: int | None):
@@ -213,14 +212,15 @@ def _folder_frames(folder: Path, size: int | None):
             with Image.open(image_path) as image:
                 rgb = np.asarray(image.convert("RGB"))
         except (OSError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
-            raise VideoError(f"{image_path}: not a readable image (frame {index} of {folder}); "
-                             f"re-save it or remove it") from err
+            raise VideoError(f"{image_path}: not a readable image (frame {index} of {folder}); re-save it or remove it") from err
         if size is not None:
             rgb = _to_rgb(reformatter, av.VideoFrame.from_ndarray(rgb, format="rgb24"), size)
         first_shape = first_shape or rgb.shape
         if rgb.shape != first_shape:
-            raise VideoError(f"{image_path}: image is {rgb.shape[1]}x{rgb.shape[0]} but frame 0 of {folder} is "
-                             f"{first_shape[1]}x{first_shape[0]}; pass size= to resize, or make the frames agree")
+            raise VideoError(
+                f"{image_path}: image is {rgb.shape[1]}x{rgb.shape[0]} but frame 0 of {folder} is "
+                f"{first_shape[1]}x{first_shape[0]}; pass size= to resize, or make the frames agree"
+            )
         yield index / DEFAULT_FPS, rgb
 
 
@@ -230,10 +230,9 @@ def _to_rgb(reformatter: VideoReformatter, frame, size: int | None) -> np.ndarra
         return reformatter.reformat(frame, format="rgb24").to_ndarray()
     scale = size / min(frame.width, frame.height)
     width, height = max(size, round(frame.width * scale)), max(size, round(frame.height * scale))
-    rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24",
-                               interpolation=Interpolation.AREA).to_ndarray()
+    rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24", interpolation=Interpolation.AREA).to_ndarray()
     top, left = (height - size) // 2, (width - size) // 2
-    return np.ascontiguousarray(rgb[top:top + size, left:left + size])
+    return np.ascontiguousarray(rgb[top : top + size, left : left + size])
 
 
 def _resample(timed_frames, source_fps: float, fps: float):
@@ -255,12 +254,10 @@ def _resample(timed_frames, source_fps: float, fps: float):
 
 def _list_images(folder: Path) -> list[Path]:
     """Image files of a frame folder in natural order: frame_2 before frame_10."""
-    images = [p for p in folder.iterdir()
-              if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()]
+    images = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()]
     if not images:
         raise VideoError(f"{folder}: folder has no images ({', '.join(IMAGE_SUFFIXES)}); add frames or remove it")
-    return sorted(images, key=lambda p: [int(part) if part.isdigit() else part.lower()
-                                         for part in re.split(r"(\d+)", p.name)])
+    return sorted(images, key=lambda p: [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", p.name)])
 
 
 def _reason(err: Exception) -> str:
@@ -305,11 +302,9 @@ def write_video(path, frames: np.ndarray, fps: float = 8.0, quality: str = "high
                 _encode_gif(container, frames, fps)
         elif suffix == ".mp4":
             with av.open(str(temporary), "w", format="mp4") as container:
-                _encode_yuv420p(container, "libx264", {"crf": str(CRF["libx264"][quality]), "preset": "medium"},
-                                frames, fps)
+                _encode_yuv420p(container, "libx264", {"crf": str(CRF["libx264"][quality]), "preset": "medium"}, frames, fps)
         else:  # .webm; b=0 turns on constant-quality mode, row-mt uses all cores on one frame
-            options = {"crf": str(CRF["libvpx-vp9"][quality]), "b": "0", "deadline": "good", "cpu-used": "4",
-                       "row-mt": "1"}
+            options = {"crf": str(CRF["libvpx-vp9"][quality]), "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}
             with av.open(str(temporary), "w", format="webm") as container:
                 _encode_yuv420p(container, "libvpx-vp9", options, frames, fps)
         os.replace(temporary, path)
@@ -321,8 +316,7 @@ def write_video(path, frames: np.ndarray, fps: float = 8.0, quality: str = "high
 def _as_rgb(frames) -> np.ndarray:
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] not in (1, 3) or len(frames) == 0:
-        raise ValueError(f"expected uint8 frames (T, H, W, C) with T >= 1 and C 1 or 3, "
-                         f"got {frames.dtype} {tuple(frames.shape)}")
+        raise ValueError(f"expected uint8 frames (T, H, W, C) with T >= 1 and C 1 or 3, got {frames.dtype} {tuple(frames.shape)}")
     return np.repeat(frames, 3, axis=-1) if frames.shape[-1] == 1 else frames
 
 
@@ -353,7 +347,7 @@ def _encode_gif(container, frames: np.ndarray, fps: float) -> None:
         rgb = np.asarray(indexed.getpalette(), dtype=np.uint8).reshape(-1, 3)[:256]
         argb = np.zeros((256, 4), dtype=np.uint8)
         argb[:, 0] = 255  # opaque
-        argb[:len(rgb), 1:] = rgb
+        argb[: len(rgb), 1:] = rgb
         container.mux(stream.encode(av.VideoFrame.from_ndarray((np.asarray(indexed), argb), format="pal8")))
     container.mux(stream.encode())
 
@@ -394,12 +388,11 @@ def make_grid(clips, nrow: int | None = None, pad: int = 2, pad_value: int = 0) 
     columns = min(nrow or math.ceil(math.sqrt(len(clips))), len(clips))
     rows = math.ceil(len(clips) / columns)
     length = max(len(clip) for clip in clips)
-    grid = np.full((length, pad + rows * (height + pad), pad + columns * (width + pad), channels),
-                   pad_value, dtype=np.uint8)
+    grid = np.full((length, pad + rows * (height + pad), pad + columns * (width + pad), channels), pad_value, dtype=np.uint8)
     for k, clip in enumerate(clips):
         top, left = pad + (k // columns) * (height + pad), pad + (k % columns) * (width + pad)
-        grid[:len(clip), top:top + height, left:left + width] = clip
-        grid[len(clip):, top:top + height, left:left + width] = clip[-1]
+        grid[: len(clip), top : top + height, left : left + width] = clip
+        grid[len(clip) :, top : top + height, left : left + width] = clip[-1]
     return grid
 
 

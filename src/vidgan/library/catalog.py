@@ -17,15 +17,31 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from sqlalchemy import (
-    BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
-    create_engine, event, func, inspect, nulls_last, or_, select, text,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    inspect,
+    nulls_last,
+    or_,
+    select,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -264,7 +280,7 @@ def database_url(url: str) -> str:
     """Plain postgresql:// URLs use psycopg (v3), the driver vidgan documents."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -274,7 +290,9 @@ def make_engine(url: str) -> Engine:
         try:
             return create_engine(url, pool_pre_ping=True)
         except (ImportError, SQLAlchemyError) as err:
-            raise LibraryError(f"cannot use database {url.split('@')[-1]} ({err}); for PostgreSQL install psycopg: pip install 'psycopg[binary]'") from err
+            raise LibraryError(
+                f"cannot use database {url.split('@')[-1]} ({err}); for PostgreSQL install psycopg: pip install 'psycopg[binary]'"
+            ) from err
     # A long busy timeout: several processes may ingest into one SQLite library at once.
     engine = create_engine(url, connect_args={"timeout": 120})
 
@@ -336,7 +354,7 @@ class Library:
             try:
                 url = json.loads(config.read_text())["database"]
             except (ValueError, KeyError, TypeError) as err:
-                raise LibraryError(f"{config}: expected JSON {{\"database\": \"postgresql://...\"}} ({err}); fix or remove it") from err
+                raise LibraryError(f'{config}: expected JSON {{"database": "postgresql://..."}} ({err}); fix or remove it') from err
             return str(url)
         return f"sqlite:///{(root / DB_FILE).resolve()}"
 
@@ -344,7 +362,9 @@ class Library:
     def open(cls, root: str | Path, use_fts: bool | None = None) -> Library:
         root = Path(root)
         if not root.is_dir() or not ((root / DB_FILE).is_file() or (root / CONFIG_FILE).is_file()):
-            raise LibraryError(f"{root}: not a vidgan library (no {DB_FILE} or {CONFIG_FILE}); create one with `vidgan library init {root}`")
+            raise LibraryError(
+                f"{root}: not a vidgan library (no {DB_FILE} or {CONFIG_FILE}); create one with `vidgan library init {root}`"
+            )
         return cls(root, cls.url_for(root), use_fts=use_fts)
 
     @classmethod
@@ -391,8 +411,14 @@ class Library:
     def reindex(self, session: Session, clip: Clip) -> None:
         """Refresh one clip's search words (caption, condition text, tags, model, label, file name)."""
         prov = clip.provenance
-        parts = [clip.caption, clip.source_name, prov and prov.text, prov and prov.model, prov and prov.label_name,
-                 *(t.tag for t in clip.tags)]
+        parts = [
+            clip.caption,
+            clip.source_name,
+            prov and prov.text,
+            prov and prov.model,
+            prov and prov.label_name,
+            *(t.tag for t in clip.tags),
+        ]
         clip.search_text = " ".join(p for p in parts if p).lower()
         if self.fts:
             session.flush()
@@ -402,7 +428,7 @@ class Library:
     def unindex(self, session: Session, clip_ids: list[int]) -> None:
         if self.fts and clip_ids:
             for chunk in _chunks(clip_ids, 500):
-                session.execute(text("DELETE FROM clip_search WHERE rowid IN (%s)" % ",".join(str(int(i)) for i in chunk)))
+                session.execute(text(f"DELETE FROM clip_search WHERE rowid IN ({','.join(str(int(i)) for i in chunk)})"))
 
     def rebuild_search_index(self, session: Session) -> None:
         if self.fts:
@@ -434,7 +460,13 @@ def create_catalog(root: str | Path, url: str | None = None, target: int = SCHEM
 
 def inside_root(root: Path, relative: str) -> Path:
     """root / relative, resolved (symlinks followed), only if it stays inside root."""
-    if not isinstance(relative, str) or not relative or "\x00" in relative or relative.startswith(("/", "\\")) or ".." in Path(relative).parts:
+    if (
+        not isinstance(relative, str)
+        or not relative
+        or "\x00" in relative
+        or relative.startswith(("/", "\\"))
+        or ".." in Path(relative).parts
+    ):
         raise LibraryError(f"{relative!r}: not a path inside the library")
     root = Path(root).resolve()
     target = (root / relative).resolve()
@@ -449,7 +481,7 @@ def _short(err: Exception) -> str:
 
 def _chunks(items: list, size: int):
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 # ----------------------------------------------------------------------------- queries
@@ -490,7 +522,11 @@ def find_clips(lib: Library, session: Session, q: ClipQuery) -> tuple[int, list[
         stmt = stmt.where(Provenance.run == q.run)
     if q.label not in (None, ""):
         label = str(q.label)
-        stmt = stmt.where(or_(Provenance.label == int(label), Provenance.label_name == label) if label.lstrip("-").isdigit() and abs(int(label)) < 2**31 else Provenance.label_name == label)
+        stmt = stmt.where(
+            or_(Provenance.label == int(label), Provenance.label_name == label)
+            if label.lstrip("-").isdigit() and abs(int(label)) < 2**31
+            else Provenance.label_name == label
+        )
     for tag in q.tags:
         stmt = stmt.where(Clip.id.in_(select(Tag.clip_id).where(Tag.tag == tag)))
     for metric, minimum in q.min_scores.items():
@@ -500,7 +536,7 @@ def find_clips(lib: Library, session: Session, q: ClipQuery) -> tuple[int, list[
     if q.text:
         words = [w.lower() for w in _WORD.findall(q.text)]
         if lib.fts and words:
-            match = " AND ".join('"%s"*' % w.replace('"', '""') for w in words)
+            match = " AND ".join('"' + w.replace('"', '""') + '"*' for w in words)
             stmt = stmt.where(Clip.id.in_(text("SELECT rowid FROM clip_search WHERE clip_search MATCH :match").bindparams(match=match)))
         else:
             for w in words:
@@ -551,12 +587,30 @@ def get_clip(session: Session, clip_id: int, include_deleted: bool = True) -> Cl
 def facets(session: Session) -> dict:
     """The values the gallery's filters offer: models, labels, tags (of clips not deleted), metrics."""
     live = Clip.deleted.is_(None)
-    models = session.execute(select(Provenance.model).join(Clip, Clip.id == Provenance.clip_id).where(live, Provenance.model.is_not(None)).distinct().order_by(Provenance.model)).scalars().all()
-    labels = session.execute(select(Provenance.label, Provenance.label_name).join(Clip, Clip.id == Provenance.clip_id)
-                             .where(live, or_(Provenance.label.is_not(None), Provenance.label_name.is_not(None))).distinct()).all()
-    tags = session.execute(select(Tag.tag, func.count()).join(Clip, Clip.id == Tag.clip_id).where(live).group_by(Tag.tag).order_by(Tag.tag)).all()
+    models = (
+        session.execute(
+            select(Provenance.model)
+            .join(Clip, Clip.id == Provenance.clip_id)
+            .where(live, Provenance.model.is_not(None))
+            .distinct()
+            .order_by(Provenance.model)
+        )
+        .scalars()
+        .all()
+    )
+    labels = session.execute(
+        select(Provenance.label, Provenance.label_name)
+        .join(Clip, Clip.id == Provenance.clip_id)
+        .where(live, or_(Provenance.label.is_not(None), Provenance.label_name.is_not(None)))
+        .distinct()
+    ).all()
+    tags = session.execute(
+        select(Tag.tag, func.count()).join(Clip, Clip.id == Tag.clip_id).where(live).group_by(Tag.tag).order_by(Tag.tag)
+    ).all()
     # every score counts here (one index scan), deleted clips' too until gc: the ranges are only hints
-    metrics = session.execute(select(Score.metric, func.min(Score.value), func.max(Score.value)).group_by(Score.metric).order_by(Score.metric)).all()
+    metrics = session.execute(
+        select(Score.metric, func.min(Score.value), func.max(Score.value)).group_by(Score.metric).order_by(Score.metric)
+    ).all()
     label_list = sorted({(lab, name) for lab, name in labels}, key=lambda p: (p[0] is None, p[0] if p[0] is not None else 0, p[1] or ""))
     return {
         "models": list(models),
@@ -609,13 +663,30 @@ def clip_dict(clip: Clip, full: bool = True) -> dict:
     }
     if full:
         data["score_protocols"] = {s.metric: s.protocol for s in clip.scores}
-        data["provenance"] = None if prov is None else {
-            "run": prov.run, "checkpoint": prov.checkpoint, "step": prov.step, "checkpoint_sha256": prov.checkpoint_sha256,
-            "ema": prov.ema, "model": prov.model, "seed": prov.seed, "n": prov.n, "index": prov.index,
-            "batch_size": prov.batch_size, "label": prov.label, "label_name": prov.label_name, "text": prov.text,
-            "first_frame": prov.first_frame, "first_frame_sha256": prov.first_frame_sha256, "truncation": prov.truncation,
-            "output_sha256": prov.output_sha256, "settings": prov.settings_dict(),
-        }
+        data["provenance"] = (
+            None
+            if prov is None
+            else {
+                "run": prov.run,
+                "checkpoint": prov.checkpoint,
+                "step": prov.step,
+                "checkpoint_sha256": prov.checkpoint_sha256,
+                "ema": prov.ema,
+                "model": prov.model,
+                "seed": prov.seed,
+                "n": prov.n,
+                "index": prov.index,
+                "batch_size": prov.batch_size,
+                "label": prov.label,
+                "label_name": prov.label_name,
+                "text": prov.text,
+                "first_frame": prov.first_frame,
+                "first_frame_sha256": prov.first_frame_sha256,
+                "truncation": prov.truncation,
+                "output_sha256": prov.output_sha256,
+                "settings": prov.settings_dict(),
+            }
+        )
     return data
 
 

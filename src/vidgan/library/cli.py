@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="A library of generated clips: provenance, search, duplicates, export, a web gallery.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="A library of generated clips: provenance, search, duplicates, export, a web gallery."
+)
 
 
 def _fail(message) -> None:
@@ -24,8 +24,10 @@ def _errors() -> tuple[type[Exception], ...]:
 
     # Errors of modules the command has not imported cannot have been raised: importing them here
     # would load torch (seconds) for commands that never touch a codec or a checkpoint (ls, tag, rm).
-    others = [getattr(sys.modules.get(module), name, None) for module, name in
-              [("vidgan.data.video_io", "VideoError"), ("vidgan.training.checkpoint", "CheckpointError")]]
+    others = [
+        getattr(sys.modules.get(module), name, None)
+        for module, name in [("vidgan.data.video_io", "VideoError"), ("vidgan.training.checkpoint", "CheckpointError")]
+    ]
     return (LibraryError, *(e for e in others if e is not None), ValueError, FileNotFoundError)
 
 
@@ -38,8 +40,17 @@ def _open(lib: Path):
 def _query(model, label, text, tag, min_score, sort, limit=None, deleted=False, ids=None):
     from vidgan.library.catalog import ClipQuery, parse_scores
 
-    return ClipQuery(model=model, label=label, text=text, tags=list(tag or []), min_scores=parse_scores(min_score or []),
-                     sort=sort, limit=limit, only_deleted=deleted, ids=list(ids) if ids else None)
+    return ClipQuery(
+        model=model,
+        label=label,
+        text=text,
+        tags=list(tag or []),
+        min_scores=parse_scores(min_score or []),
+        sort=sort,
+        limit=limit,
+        only_deleted=deleted,
+        ids=list(ids) if ids else None,
+    )
 
 
 LIB_ARG = typer.Argument(..., help="library folder (made by `vidgan library init`)")
@@ -48,7 +59,9 @@ LIB_ARG = typer.Argument(..., help="library folder (made by `vidgan library init
 @app.command()
 def init(
     lib: Path = typer.Argument(..., help="folder to create: LIB/library.db (SQLite) + LIB/store/"),
-    db: Optional[str] = typer.Option(None, help="a database server instead of SQLite, e.g. postgresql://user@host/db (kept in LIB/library.json)"),
+    db: str | None = typer.Option(
+        None, help="a database server instead of SQLite, e.g. postgresql://user@host/db (kept in LIB/library.json)"
+    ),
 ) -> None:
     """Create a library (or report on an existing one)."""
     from vidgan.library.catalog import Library, count_clips
@@ -65,13 +78,13 @@ def init(
 @app.command()
 def add(
     lib: Path = LIB_ARG,
-    files: List[Path] = typer.Argument(..., help="clip files (mp4, webm, gif, avi, ...) or folders of frames"),
-    tag: List[str] = typer.Option([], "--tag", help="tag every added clip (repeatable)"),
-    caption: Optional[str] = typer.Option(None, help="caption (searchable with ls --text)"),
-    model: Optional[str] = typer.Option(None, help="model name, for files without a generated.json beside them"),
-    label: Optional[str] = typer.Option(None, help="class index or name, for files without a generated.json"),
-    score: List[str] = typer.Option([], "--score", help="METRIC=VALUE (repeatable)"),
-    fps: Optional[float] = typer.Option(None, help="frame rate of folders of frames (they carry none; default 25)"),
+    files: list[Path] = typer.Argument(..., help="clip files (mp4, webm, gif, avi, ...) or folders of frames"),
+    tag: list[str] = typer.Option([], "--tag", help="tag every added clip (repeatable)"),
+    caption: str | None = typer.Option(None, help="caption (searchable with ls --text)"),
+    model: str | None = typer.Option(None, help="model name, for files without a generated.json beside them"),
+    label: str | None = typer.Option(None, help="class index or name, for files without a generated.json"),
+    score: list[str] = typer.Option([], "--score", help="METRIC=VALUE (repeatable)"),
+    fps: float | None = typer.Option(None, help="frame rate of folders of frames (they carry none; default 25)"),
     threshold: float = typer.Option(0.015, help="near-duplicate threshold on the perceptual-hash distance (0..1)"),
     skip_duplicates: bool = typer.Option(False, help="skip near-duplicates instead of adding them flagged"),
     as_json: bool = typer.Option(False, "--json", help="print the results as JSON"),
@@ -93,8 +106,17 @@ def add(
             if label is not None:
                 key = "label" if label.isdigit() else "label_name"
                 provenance[key] = int(label) if label.isdigit() else label
-            results += add_files(library, [path], ingester, on_error=lambda e: failures.append(str(e)), provenance=provenance or None,
-                                 tags=tag, scores=scores, caption=caption, fps=fps if path.is_dir() else None)
+            results += add_files(
+                library,
+                [path],
+                ingester,
+                on_error=lambda e: failures.append(str(e)),
+                provenance=provenance or None,
+                tags=tag,
+                scores=scores,
+                caption=caption,
+                fps=fps if path.is_dir() else None,
+            )
         library.close()
     except _errors() as err:
         _fail(err)
@@ -112,13 +134,13 @@ def add(
 @app.command("ls")
 def ls(
     lib: Path = LIB_ARG,
-    model: Optional[str] = typer.Option(None, help="only clips of this model"),
-    label: Optional[str] = typer.Option(None, help="only this class (index or name)"),
-    text: Optional[str] = typer.Option(None, help="words in the caption, condition text, tags, model or file name"),
-    tag: List[str] = typer.Option([], "--tag", help="only clips with this tag (repeatable: all of them)"),
-    min_score: List[str] = typer.Option([], "--min-score", help="METRIC=V: only clips scoring at least V (repeatable)"),
+    model: str | None = typer.Option(None, help="only clips of this model"),
+    label: str | None = typer.Option(None, help="only this class (index or name)"),
+    text: str | None = typer.Option(None, help="words in the caption, condition text, tags, model or file name"),
+    tag: list[str] = typer.Option([], "--tag", help="only clips with this tag (repeatable: all of them)"),
+    min_score: list[str] = typer.Option([], "--min-score", help="METRIC=V: only clips scoring at least V (repeatable)"),
     sort: str = typer.Option("id", help="id, created, or a metric name; '-' in front sorts descending (-motion)"),
-    limit: Optional[int] = typer.Option(None, help="at most this many clips"),
+    limit: int | None = typer.Option(None, help="at most this many clips"),
     deleted: bool = typer.Option(False, help="list the deleted clips (that gc would remove)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON: every clip with provenance, scores and tags"),
 ) -> None:
@@ -138,17 +160,19 @@ def ls(
         scores = " ".join(f"{k}={v:.4g}" for k, v in r["scores"].items())
         label_text = r["label_name"] or ("" if r["label"] is None else str(r["label"]))
         dup = f" dup-of:{r['duplicate_of']}" if r["duplicate_of"] else ""
-        typer.echo(f"{r['id']:>6}  {r['model'] or '-':<12} {label_text or '-':<6} {r['frames']}x{r['width']}x{r['height']} {r['format']:<4} "
-                   f"{scores}  [{', '.join(r['tags'])}]{dup}  {r['file']}")
+        typer.echo(
+            f"{r['id']:>6}  {r['model'] or '-':<12} {label_text or '-':<6} {r['frames']}x{r['width']}x{r['height']} {r['format']:<4} "
+            f"{scores}  [{', '.join(r['tags'])}]{dup}  {r['file']}"
+        )
     typer.echo(f"{len(rows)} of {total} clips" if len(rows) < total else f"{total} clips")
 
 
 @app.command()
 def tag(
     lib: Path = LIB_ARG,
-    ids: List[int] = typer.Argument(..., help="clip ids"),
-    add: List[str] = typer.Option([], "--add", help="tag to add (repeatable)"),
-    remove: List[str] = typer.Option([], "--remove", help="tag to remove (repeatable)"),
+    ids: list[int] = typer.Argument(..., help="clip ids"),
+    add: list[str] = typer.Option([], "--add", help="tag to add (repeatable)"),
+    remove: list[str] = typer.Option([], "--remove", help="tag to remove (repeatable)"),
 ) -> None:
     """Add or remove tags."""
     from vidgan.library.ingest import edit_tags
@@ -167,7 +191,7 @@ def tag(
 @app.command()
 def rm(
     lib: Path = LIB_ARG,
-    ids: List[int] = typer.Argument(..., help="clip ids"),
+    ids: list[int] = typer.Argument(..., help="clip ids"),
     undo: bool = typer.Option(False, help="bring deleted clips back (before gc)"),
 ) -> None:
     """Delete clips (soft: hidden at once, files reclaimed by `gc`)."""
@@ -178,7 +202,10 @@ def rm(
             done = soft_delete(library, ids, undo=undo)
     except _errors() as err:
         _fail(err)
-    typer.echo(f"{'restored' if undo else 'deleted'} {len(done)} clips: {', '.join(map(str, done))}" + ("" if undo else " (run `gc` to free the space)"))
+    typer.echo(
+        f"{'restored' if undo else 'deleted'} {len(done)} clips: {', '.join(map(str, done))}"
+        + ("" if undo else " (run `gc` to free the space)")
+    )
 
 
 @app.command()
@@ -198,14 +225,14 @@ def gc(lib: Path = LIB_ARG) -> None:
 def export(
     lib: Path = LIB_ARG,
     to: Path = typer.Option(..., "--to", help="a folder, or a file ending in .zip"),
-    ids: List[int] = typer.Option([], "--id", help="export these clips (repeatable); filters narrow further"),
-    model: Optional[str] = typer.Option(None),
-    label: Optional[str] = typer.Option(None),
-    text: Optional[str] = typer.Option(None),
-    tag: List[str] = typer.Option([], "--tag"),
-    min_score: List[str] = typer.Option([], "--min-score", help="METRIC=V"),
+    ids: list[int] = typer.Option([], "--id", help="export these clips (repeatable); filters narrow further"),
+    model: str | None = typer.Option(None),
+    label: str | None = typer.Option(None),
+    text: str | None = typer.Option(None),
+    tag: list[str] = typer.Option([], "--tag"),
+    min_score: list[str] = typer.Option([], "--min-score", help="METRIC=V"),
     sort: str = typer.Option("id"),
-    limit: Optional[int] = typer.Option(None),
+    limit: int | None = typer.Option(None),
 ) -> None:
     """Copy matching clips to a folder or a zip, with manifest.json carrying their provenance."""
     from vidgan.library.ingest import export_clips
@@ -247,9 +274,9 @@ def check(
 def regenerate(
     lib: Path = LIB_ARG,
     clip_id: int = typer.Argument(..., help="the clip to make again"),
-    run: Optional[Path] = typer.Option(None, help="the run folder, if it moved since the clip was made"),
-    device: Optional[str] = typer.Option(None, help="default: the device the clip was made on"),
-    out: Optional[Path] = typer.Option(None, help="also write the regenerated clip here"),
+    run: Path | None = typer.Option(None, help="the run folder, if it moved since the clip was made"),
+    device: str | None = typer.Option(None, help="default: the device the clip was made on"),
+    out: Path | None = typer.Option(None, help="also write the regenerated clip here"),
 ) -> None:
     """Make a clip again from its provenance and check that it is identical. Exit 1 if it is not."""
     from vidgan.library.ingest import regenerate as run_regenerate
@@ -260,8 +287,10 @@ def regenerate(
     except _errors() as err:
         _fail(err)
     marks = {True: "identical", False: "DIFFERENT", None: "not recorded"}
-    typer.echo(f"clip {clip_id}: generator output {marks[result.output_match]}; decoded frames {marks[result.decoded_match]}; "
-               f"file bytes {marks[result.file_match]}" + (f"; written to {result.file}" if result.file else ""))
+    typer.echo(
+        f"clip {clip_id}: generator output {marks[result.output_match]}; decoded frames {marks[result.decoded_match]}; "
+        f"file bytes {marks[result.file_match]}" + (f"; written to {result.file}" if result.file else "")
+    )
     if not result.identical:
         raise typer.Exit(1)
 
@@ -285,5 +314,7 @@ def serve(
         _fail(err)
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: serving on {host}: anyone who can reach this address sees the library", err=True)
-    typer.echo(f"gallery of {lib} at http://{'[' + host + ']' if ':' in host else host}:{port}/ ({'tags editable' if allow_edit else 'read-only'}); Ctrl-C stops")
+    typer.echo(
+        f"gallery of {lib} at http://{'[' + host + ']' if ':' in host else host}:{port}/ ({'tags editable' if allow_edit else 'read-only'}); Ctrl-C stops"
+    )
     uvicorn.run(web_app, host=host, port=port, log_level="warning")

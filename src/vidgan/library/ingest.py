@@ -25,10 +25,10 @@ import tempfile
 import time
 import uuid
 import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import av
 import numpy as np
@@ -38,8 +38,22 @@ from sqlalchemy.orm import Session
 
 from vidgan.data.video_io import VIDEO_SUFFIXES, VideoError, iter_frames, probe, write_video
 from vidgan.library.catalog import (
-    STORE, Clip, ClipQuery, Library, LibraryError, Provenance, Score, Tag, asset_path, clip_dict, clip_path, derived_path, export_name,
-    find_clips, get_clip, utcnow,
+    STORE,
+    Clip,
+    ClipQuery,
+    Library,
+    LibraryError,
+    Provenance,
+    Score,
+    Tag,
+    asset_path,
+    clip_dict,
+    clip_path,
+    derived_path,
+    export_name,
+    find_clips,
+    get_clip,
+    utcnow,
 )
 
 # Near-duplicate threshold on phash_distance (0 = same picture, 1 = every bit differs). Measured on
@@ -164,8 +178,16 @@ def digest_frames(frames: Iterator[np.ndarray], expected: int) -> Digest:
         previous, count = frame, count + 1
     if count == 0:
         raise ValueError("no frames")
-    return Digest(digest.hexdigest(), np.round(bits / count * 255).astype(np.uint8), count, shape[1], shape[0],
-                  motion / max(1, count - 1), poster, preview)
+    return Digest(
+        digest.hexdigest(),
+        np.round(bits / count * 255).astype(np.uint8),
+        count,
+        shape[1],
+        shape[0],
+        motion / max(1, count - 1),
+        poster,
+        preview,
+    )
 
 
 def _shrink(frame: np.ndarray, longest: int) -> np.ndarray:
@@ -271,8 +293,16 @@ class Ingester:
 
     # -- public
 
-    def add_file(self, path: str | Path, provenance: dict | None = None, tags: Iterable[str] = (), scores: dict | None = None,
-                 caption: str | None = None, fps: float | None = None, output_frames: np.ndarray | None = None) -> IngestResult:
+    def add_file(
+        self,
+        path: str | Path,
+        provenance: dict | None = None,
+        tags: Iterable[str] = (),
+        scores: dict | None = None,
+        caption: str | None = None,
+        fps: float | None = None,
+        output_frames: np.ndarray | None = None,
+    ) -> IngestResult:
         """Add one clip file (any video vidgan reads) or a folder of frames.
 
         provenance: Provenance fields (+ "settings": dict); scores: {metric: value or (value, protocol)};
@@ -304,8 +334,16 @@ class Ingester:
 
     # -- steps (tests wrap _insert_rows and _place_files to simulate crashes)
 
-    def prepare(self, path: Path, provenance: dict, tags: list[str], scores: dict, caption: str | None, fps: float | None,
-                output_frames: np.ndarray | None) -> Prepared:
+    def prepare(
+        self,
+        path: Path,
+        provenance: dict,
+        tags: list[str],
+        scores: dict,
+        caption: str | None,
+        fps: float | None,
+        output_frames: np.ndarray | None,
+    ) -> Prepared:
         tags = [normalize_tag(t) for t in tags]
         unknown = set(provenance) - PROVENANCE_FIELDS - {"settings"}
         if unknown:
@@ -348,13 +386,27 @@ class Ingester:
         if output_frames is not None:
             provenance["output_sha256"] = frames_hash(output_frames)
         settings = provenance.pop("settings", {}) or {}
-        values = dict(sha256=sha, frames_sha256=digest.frames_sha256, path=clip_path(sha, fmt), format=fmt, frames=digest.frames,
-                      fps=fps, width=digest.width, height=digest.height, duration=digest.frames / fps, bytes=tmp.stat().st_size,
-                      source_name=path.name, caption=caption, phash=digest.phash.tobytes().hex())
+        values = dict(
+            sha256=sha,
+            frames_sha256=digest.frames_sha256,
+            path=clip_path(sha, fmt),
+            format=fmt,
+            frames=digest.frames,
+            fps=fps,
+            width=digest.width,
+            height=digest.height,
+            duration=digest.frames / fps,
+            bytes=tmp.stat().st_size,
+            source_name=path.name,
+            caption=caption,
+            phash=digest.phash.tobytes().hex(),
+        )
         all_scores = {"motion": (round(digest.motion, 6), MOTION_PROTOCOL)}
         for metric, value in scores.items():
             all_scores[str(metric)] = value if isinstance(value, tuple) else (float(value), "")
-        return Prepared(moves, values, {**provenance, "settings": json.dumps(settings, sort_keys=True, default=str)}, all_scores, tags, digest.phash)
+        return Prepared(
+            moves, values, {**provenance, "settings": json.dumps(settings, sort_keys=True, default=str)}, all_scores, tags, digest.phash
+        )
 
     def commit(self, prepared: Prepared) -> int:
         placed: list[Path] = []  # filled as files land, so a failure half-way knows what to take back
@@ -419,15 +471,28 @@ def provenance_from_manifest(path: Path) -> dict | None:
     if isinstance(entry.get("provenance"), dict):
         return {k: v for k, v in entry["provenance"].items() if k in PROVENANCE_FIELDS or k == "settings"}
     condition = manifest.get("condition") or {}
-    prov = {"checkpoint": manifest.get("source"), "step": manifest.get("step"), "model": manifest.get("model"),
-            "seed": manifest.get("seed"), "n": len(manifest.get("clips", [])), "index": entry.get("index"),
-            "text": condition.get("text"), "first_frame": condition.get("first_frame"), "truncation": condition.get("truncation"),
-            "settings": {"manifest": {k: v for k, v in manifest.items() if k != "clips"}}}
+    prov = {
+        "checkpoint": manifest.get("source"),
+        "step": manifest.get("step"),
+        "model": manifest.get("model"),
+        "seed": manifest.get("seed"),
+        "n": len(manifest.get("clips", [])),
+        "index": entry.get("index"),
+        "text": condition.get("text"),
+        "first_frame": condition.get("first_frame"),
+        "truncation": condition.get("truncation"),
+        "settings": {"manifest": {k: v for k, v in manifest.items() if k != "clips"}},
+    }
     return {k: v for k, v in prov.items() if v is not None}
 
 
-def add_files(lib: Library, paths: Iterable[str | Path], ingester: Ingester | None = None, on_error: Callable[[Exception], None] | None = None,
-              **kwargs) -> list[IngestResult]:
+def add_files(
+    lib: Library,
+    paths: Iterable[str | Path],
+    ingester: Ingester | None = None,
+    on_error: Callable[[Exception], None] | None = None,
+    **kwargs,
+) -> list[IngestResult]:
     """Add clip files; a file beside a generated.json (from `vidgan generate`) brings its provenance along."""
     ingester = ingester or Ingester(lib)
     given = kwargs.pop("provenance", None)
@@ -472,7 +537,10 @@ def run_scores(run_dir: Path | None, step: int | None) -> dict[str, tuple[float,
             protocol = json.dumps(protocol, sort_keys=True, default=str)
         for metric, value in entry["results"].items():
             if isinstance(value, (int, float)) and math.isfinite(value):  # later lines (re-evaluations) win
-                scores[metric] = (float(value), f"of checkpoint step {step}'s samples, not of this clip alone" + (f"; {protocol}" if protocol else ""))
+                scores[metric] = (
+                    float(value),
+                    f"of checkpoint step {step}'s samples, not of this clip alone" + (f"; {protocol}" if protocol else ""),
+                )
     return scores
 
 
@@ -488,8 +556,17 @@ def class_names(pipe) -> list[str]:
         return []
 
 
-def generation_records(pipe, clips: np.ndarray, call: dict, ema: bool, run: str | Path | None, fmt: str,
-                       first_frame: np.ndarray | None = None, first_frame_path: str | None = None, device: str = "cpu") -> list[dict]:
+def generation_records(
+    pipe,
+    clips: np.ndarray,
+    call: dict,
+    ema: bool,
+    run: str | Path | None,
+    fmt: str,
+    first_frame: np.ndarray | None = None,
+    first_frame_path: str | None = None,
+    device: str = "cpu",
+) -> list[dict]:
     """The provenance of each clip of one generate call: clips = pipe(**call) (or pipe.interpolate when
     call["interpolate"] = [a, b]). call: n, seed, batch_size, label, text, frames, truncation, hold,
     interpolate: exactly what replays the call; clip i of it is clips[i]."""
@@ -505,22 +582,45 @@ def generation_records(pipe, clips: np.ndarray, call: dict, ema: bool, run: str 
     m = pipe.config.model
     names = class_names(pipe)
     shared = {
-        "run": str(Path(run).resolve()) if run is not None else None, "checkpoint": str(Path(pipe.source).resolve()), "step": pipe.step,
-        "checkpoint_sha256": sha256_file(weights) if weights.is_file() else None, "ema": ema, "model": m.name,
-        "seed": call.get("seed"), "n": call["n"], "batch_size": call["batch_size"], "text": call.get("text"),
-        "first_frame": first_frame_path, "first_frame_sha256": frames_hash(first_frame[None]) if first_frame is not None else None,
+        "run": str(Path(run).resolve()) if run is not None else None,
+        "checkpoint": str(Path(pipe.source).resolve()),
+        "step": pipe.step,
+        "checkpoint_sha256": sha256_file(weights) if weights.is_file() else None,
+        "ema": ema,
+        "model": m.name,
+        "seed": call.get("seed"),
+        "n": call["n"],
+        "batch_size": call["batch_size"],
+        "text": call.get("text"),
+        "first_frame": first_frame_path,
+        "first_frame_sha256": frames_hash(first_frame[None]) if first_frame is not None else None,
         "truncation": call.get("truncation"),
-        "settings": {"call": call, "format": fmt, "writer": "vidgan.data.video_io.write_video(quality='high')", "fps": pipe.fps,
-                     "device": str(device), "torch": torch.__version__, "av": av.__version__, "vidgan": getattr(vidgan, "__version__", None),
-                     "model_config": m.model_dump()},
+        "settings": {
+            "call": call,
+            "format": fmt,
+            "writer": "vidgan.data.video_io.write_video(quality='high')",
+            "fps": pipe.fps,
+            "device": str(device),
+            "torch": torch.__version__,
+            "av": av.__version__,
+            "vidgan": getattr(vidgan, "__version__", None),
+            "model_config": m.model_dump(),
+        },
     }
     records = []
     for i, clip in enumerate(clips):
         label = None
         if m.condition == "class":
             label = int(call["label"]) if call.get("label") is not None else i % m.num_classes
-        records.append({**shared, "index": i, "label": label, "output_sha256": frames_hash(clip),
-                        "label_name": names[label] if label is not None and label < len(names) else None})
+        records.append(
+            {
+                **shared,
+                "index": i,
+                "label": label,
+                "output_sha256": frames_hash(clip),
+                "label_name": names[label] if label is not None and label < len(names) else None,
+            }
+        )
     return records
 
 
@@ -536,8 +636,15 @@ def annotate_manifest(out: Path, records: list[dict]) -> None:
     os.replace(tmp, manifest_path)
 
 
-def ingest_generated(lib_path: str | Path, records: list[dict], paths: list[Path], fps: float, first_frame: np.ndarray | None = None,
-                     threshold: float = DEFAULT_THRESHOLD, tags: Iterable[str] = ()) -> list[IngestResult]:
+def ingest_generated(
+    lib_path: str | Path,
+    records: list[dict],
+    paths: list[Path],
+    fps: float,
+    first_frame: np.ndarray | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    tags: Iterable[str] = (),
+) -> list[IngestResult]:
     """File the clips of one generate call (paths[i] written from the clip of records[i]) into a library,
     creating it if needed. Near-duplicates are flagged, not skipped: a batch stays whole."""
     lib_path = Path(lib_path)
@@ -592,7 +699,9 @@ class Regeneration:
         return self.output_match is not False and self.decoded_match
 
 
-def regenerate(lib: Library, clip_id: int, run: str | Path | None = None, device: str | None = None, out: str | Path | None = None) -> Regeneration:
+def regenerate(
+    lib: Library, clip_id: int, run: str | Path | None = None, device: str | None = None, out: str | Path | None = None
+) -> Regeneration:
     """Make a clip again from its provenance and compare it with the stored one.
 
     The generator's uint8 output is compared by its frames hash (bit for bit). The stored file may
@@ -621,10 +730,14 @@ def regenerate(lib: Library, clip_id: int, run: str | Path | None = None, device
         weights_dir = ckpt.checkpoint_dir(prov.run, prov.step)
     weights = weights_file(weights_dir, bool(prov.ema))
     if not weights.is_file():
-        raise LibraryError(f"clip {clip_id}: checkpoint {weights} is not there (step {prov.step} of {prov.run}); "
-                           f"pass --run with the run folder that has it (runs keep only their newest checkpoints)")
+        raise LibraryError(
+            f"clip {clip_id}: checkpoint {weights} is not there (step {prov.step} of {prov.run}); "
+            f"pass --run with the run folder that has it (runs keep only their newest checkpoints)"
+        )
     if prov.checkpoint_sha256 and sha256_file(weights) != prov.checkpoint_sha256:
-        raise LibraryError(f"clip {clip_id}: {weights} is not the checkpoint the clip was made with (sha256 differs); find the original run")
+        raise LibraryError(
+            f"clip {clip_id}: {weights} is not the checkpoint the clip was made with (sha256 differs); find the original run"
+        )
     pipe = VideoPipeline.from_pretrained(weights_dir, ema=bool(prov.ema), device=device or settings.get("device", "cpu"))
     m = pipe.config.model
     first_frame = load_asset(lib, prov.first_frame_sha256, m.channels) if prov.first_frame_sha256 else None
@@ -634,9 +747,17 @@ def regenerate(lib: Library, clip_id: int, run: str | Path | None = None, device
         with pipe.sampling(call.get("temperature"), call.get("top_k")):
             clips = pipe.interpolate(a, b, steps=call["n"], truncation=call.get("truncation"), **condition)
     else:
-        clips = pipe(n=call["n"], seed=call["seed"], batch_size=call.get("batch_size", 16), frames=call.get("frames"),
-                     truncation=call.get("truncation"), hold=call.get("hold"), temperature=call.get("temperature"),
-                     top_k=call.get("top_k"), **condition)
+        clips = pipe(
+            n=call["n"],
+            seed=call["seed"],
+            batch_size=call.get("batch_size", 16),
+            frames=call.get("frames"),
+            truncation=call.get("truncation"),
+            hold=call.get("hold"),
+            temperature=call.get("temperature"),
+            top_k=call.get("top_k"),
+            **condition,
+        )
     frames = clips[prov.index]
     output_match = None if not prov.output_sha256 else frames_hash(frames) == prov.output_sha256
     with tempfile.TemporaryDirectory(dir=_tmp_dir(lib)) as tmp:
@@ -672,13 +793,26 @@ class CheckReport:
 
     @property
     def problems(self) -> int:
-        return len(self.missing_files) + len(self.missing_derived) + len(self.corrupt) + len(self.outside) + len(self.orphans) + len(self.stale_tmp) + int(self.search_index_stale)
+        return (
+            len(self.missing_files)
+            + len(self.missing_derived)
+            + len(self.corrupt)
+            + len(self.outside)
+            + len(self.orphans)
+            + len(self.stale_tmp)
+            + int(self.search_index_stale)
+        )
 
     def lines(self) -> list[str]:
         out = [f"{self.clips} clips checked"]
-        for name, items in [("clip rows without their file", self.missing_files), ("clips missing a poster or preview", self.missing_derived),
-                            ("clip files whose bytes changed", self.corrupt), ("clip rows pointing outside the store", self.outside),
-                            ("files no clip row names (orphans)", self.orphans), ("stale temporary files", self.stale_tmp)]:
+        for name, items in [
+            ("clip rows without their file", self.missing_files),
+            ("clips missing a poster or preview", self.missing_derived),
+            ("clip files whose bytes changed", self.corrupt),
+            ("clip rows pointing outside the store", self.outside),
+            ("files no clip row names (orphans)", self.orphans),
+            ("stale temporary files", self.stale_tmp),
+        ]:
             if items:
                 shown = ", ".join(map(str, items[:10])) + (f", ... ({len(items)} in all)" if len(items) > 10 else "")
                 out.append(f"{len(items)} {name}: {shown}")
@@ -807,7 +941,11 @@ def collect_garbage(lib: Library) -> tuple[int, int, int]:
     `check --repair` drops."""
     with lib.write_session() as session:
         lock(session)
-        doomed = session.execute(select(Clip.id, Clip.sha256, Clip.path, Provenance.first_frame_sha256).join(Provenance, isouter=True).where(Clip.deleted.is_not(None))).all()
+        doomed = session.execute(
+            select(Clip.id, Clip.sha256, Clip.path, Provenance.first_frame_sha256)
+            .join(Provenance, isouter=True)
+            .where(Clip.deleted.is_not(None))
+        ).all()
         if not doomed:
             return 0, 0, 0
         ids = [d[0] for d in doomed]
@@ -815,7 +953,9 @@ def collect_garbage(lib: Library) -> tuple[int, int, int]:
         lib.unindex(session, ids)
         session.flush()
         still_used = set(session.execute(select(Clip.sha256).where(Clip.sha256.in_({d[1] for d in doomed}))).scalars())
-        used_assets = set(session.execute(select(Provenance.first_frame_sha256).where(Provenance.first_frame_sha256.is_not(None))).scalars())
+        used_assets = set(
+            session.execute(select(Provenance.first_frame_sha256).where(Provenance.first_frame_sha256.is_not(None))).scalars()
+        )
         files = []
         for _, sha, relative, asset in doomed:
             if sha not in still_used:
@@ -842,7 +982,9 @@ def edit_tags(lib: Library, clip_ids: list[int], add: Iterable[str] = (), remove
             if clip is None:
                 raise LibraryError(f"{lib.root}: no clip {clip_id}")
             have = {t.tag for t in clip.tags}
-            clip.tags = [t for t in clip.tags if t.tag not in remove] + [Tag(tag=t) for t in dict.fromkeys(add) if t not in have and t not in remove]
+            clip.tags = [t for t in clip.tags if t.tag not in remove] + [
+                Tag(tag=t) for t in dict.fromkeys(add) if t not in have and t not in remove
+            ]
             session.flush()
             lib.reindex(session, clip)
             result[clip_id] = sorted(t.tag for t in clip.tags)

@@ -44,8 +44,16 @@ class C3D(nn.Module):
         def c(n: int) -> int:
             return max(1, int(round(n * width)))
 
-        plan = [("conv1a", 3, c(64)), ("conv2a", c(64), c(128)), ("conv3a", c(128), c(256)), ("conv3b", c(256), c(256)),
-                ("conv4a", c(256), c(512)), ("conv4b", c(512), c(512)), ("conv5a", c(512), c(512)), ("conv5b", c(512), c(512))]
+        plan = [
+            ("conv1a", 3, c(64)),
+            ("conv2a", c(64), c(128)),
+            ("conv3a", c(128), c(256)),
+            ("conv3b", c(256), c(256)),
+            ("conv4a", c(256), c(512)),
+            ("conv4b", c(512), c(512)),
+            ("conv5a", c(512), c(512)),
+            ("conv5b", c(512), c(512)),
+        ]
         for name, cin, cout in plan:
             setattr(self, name, nn.Conv3d(cin, cout, 3, padding=1))
         self.fc6 = nn.Linear(c(512) * 4 * 4, c(4096))

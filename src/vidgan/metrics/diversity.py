@@ -73,10 +73,18 @@ class FeatureDiversity:
     alarm: str | None  # a one-line warning when the set looks collapsed, else None
 
     def as_dict(self) -> dict:
-        return {"ratio": self.ratio, "mean_distance": self.mean_distance, "real_distance": self.real_distance, "near_duplicates": self.near_duplicates, "alarm": self.alarm}
+        return {
+            "ratio": self.ratio,
+            "mean_distance": self.mean_distance,
+            "real_distance": self.real_distance,
+            "near_duplicates": self.near_duplicates,
+            "alarm": self.alarm,
+        }
 
 
-def feature_diversity(fake, real, duplicate_fraction: float = 0.1, ratio_alarm: float = 0.1, duplicates_alarm: float = 0.5) -> FeatureDiversity:
+def feature_diversity(
+    fake, real, duplicate_fraction: float = 0.1, ratio_alarm: float = 0.1, duplicates_alarm: float = 0.5
+) -> FeatureDiversity:
     """fake, real: feature rows (N, D). Same thresholds as `collapse_warning`, in feature space."""
     fake, real = torch.as_tensor(fake, dtype=torch.float64), torch.as_tensor(real, dtype=torch.float64)
     if len(fake) < 2 or len(real) < 2:

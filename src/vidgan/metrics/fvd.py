@@ -23,16 +23,15 @@ converted weights. `width` scales every channel count; 1.0 is the real network (
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import List
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def _same_pad_3d(x: torch.Tensor, kernel: List[int], stride: List[int]) -> List[int]:
+def _same_pad_3d(x: torch.Tensor, kernel: list[int], stride: list[int]) -> list[int]:
     """TF 'SAME' padding for the last three dims, in F.pad order (w_lo, w_hi, h_lo, h_hi, t_lo, t_hi)."""
-    pad: List[int] = []
+    pad: list[int] = []
     for i in [2, 1, 0]:
         size = x.size(2 + i)
         out = (size + stride[i] - 1) // stride[i]
@@ -66,7 +65,7 @@ class MaxPool3dSame(nn.Module):
 
 
 class InceptionModule(nn.Module):
-    def __init__(self, cin: int, widths: List[int]):
+    def __init__(self, cin: int, widths: list[int]):
         super().__init__()
         b0, b1a, b1b, b2a, b2b, b3 = widths
         self.b0 = Unit3D(cin, b0)

@@ -92,7 +92,15 @@ def _sample_clips(ev, frames: int) -> tuple[np.ndarray | None, np.ndarray | None
 
 
 def _neighbours(ev) -> str:
-    groups = [g for g in ev.groups if g.spec.frames and g.real is not None and g.real.stats.features is not None and g.fake.features is not None and len(g.real.stats.features) > 1]
+    groups = [
+        g
+        for g in ev.groups
+        if g.spec.frames
+        and g.real is not None
+        and g.real.stats.features is not None
+        and g.fake.features is not None
+        and len(g.real.stats.features) > 1
+    ]
     if not groups:
         return "<p>No per-clip features were kept for both sides (ask for a video metric such as fd_effnet).</p>"
     g = sorted(groups, key=lambda g: g.spec.info.extractor != "effnet-lite0")[0]
@@ -106,8 +114,10 @@ def _neighbours(ev) -> str:
     for i, (f, r, d) in enumerate(zip(fake_clips, real_clips, dist)):
         ratio = d / typical if typical > 0 else float("inf")
         flag = " <b>possible copy</b>" if ratio < COPY_RATIO else ""
-        rows.append(f"<tr><td>{_img(_gif(f, grid=False), f'generated {i}')}</td><td>{_img(_gif(r, grid=False), 'nearest real')}</td>"
-                    f"<td>{d:.4g}</td><td>{ratio:.2f}{flag}</td></tr>")
+        rows.append(
+            f"<tr><td>{_img(_gif(f, grid=False), f'generated {i}')}</td><td>{_img(_gif(r, grid=False), 'nearest real')}</td>"
+            f"<td>{d:.4g}</td><td>{ratio:.2f}{flag}</td></tr>"
+        )
     return (
         f"<p>Feature space: {html.escape(g.spec.info.extractor)} ({frames} frames). Typical distance from a real clip to its nearest "
         f"other real clip: {typical:.4g} (median). Ratios below {COPY_RATIO} are flagged.</p>"
@@ -118,13 +128,17 @@ def _neighbours(ev) -> str:
 def write_report(path, ev, history: list[dict], title: str = "") -> Path:
     """Write report.html for one evaluation (`evaluate.Evaluation`) and the metrics.jsonl history."""
     path = Path(path)
-    frames = next((g.spec.frames for g in ev.groups if g.spec.frames), None) or min(16, ev.fake.length or 16, (ev.real.length if ev.real is not None and ev.real.length else 16))
+    frames = next((g.spec.frames for g in ev.groups if g.spec.frames), None) or min(
+        16, ev.fake.length or 16, (ev.real.length if ev.real is not None and ev.real.length else 16)
+    )
     rows = []
     for r in ev.records:
         alarm = f'<span class="alarm">{html.escape(r["alarm"])}</span>' if r.get("alarm") else ""
         std = f" &plusmn; {r['std']:.3g}" if r.get("std") is not None else ""
-        rows.append(f"<tr><td>{html.escape(r['metric'])}</td><td>{r['value']:.6g}{std}</td><td>{r['n']}</td><td>{r.get('n_real') or ''}</td>"
-                    f"<td>{'' if r.get('step') is None else r['step']}</td><td>{html.escape(r['extractor'])}</td><td>{alarm}</td></tr>")
+        rows.append(
+            f"<tr><td>{html.escape(r['metric'])}</td><td>{r['value']:.6g}{std}</td><td>{r['n']}</td><td>{r.get('n_real') or ''}</td>"
+            f"<td>{'' if r.get('step') is None else r['step']}</td><td>{html.escape(r['extractor'])}</td><td>{alarm}</td></tr>"
+        )
     protocols = {}
     for r in ev.records:
         protocols.setdefault(r["requested"], r["protocol"])
@@ -138,8 +152,8 @@ def write_report(path, ev, history: list[dict], title: str = "") -> Path:
 <html><head><meta charset="utf-8"><title>vidgan evaluation: {html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:70em}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
 .alarm{{color:#b00;font-weight:bold}} figure{{display:inline-block;margin:0 1em 1em 0}} img{{image-rendering:pixelated;min-width:96px}} pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head>
-<body><h1>vidgan evaluation</h1><p>{html.escape(title)} &mdash; {html.escape(ev.records[0]['time'] if ev.records else '')}</p>
-<h2>Metrics</h2><table id="metrics"><tr><th>metric</th><th>value</th><th>n</th><th>n real</th><th>step</th><th>features</th><th></th></tr>{''.join(rows)}</table>
+<body><h1>vidgan evaluation</h1><p>{html.escape(title)} &mdash; {html.escape(ev.records[0]["time"] if ev.records else "")}</p>
+<h2>Metrics</h2><table id="metrics"><tr><th>metric</th><th>value</th><th>n</th><th>n real</th><th>step</th><th>features</th><th></th></tr>{"".join(rows)}</table>
 <h2>Real and generated clips</h2>{samples}
 <h2>Nearest real clip (memorisation check)</h2>{_neighbours(ev)}
 <h2>Over training</h2>{plots}

@@ -150,13 +150,13 @@ class Condition:
     text: torch.Tensor | None = None
     first_frame: torch.Tensor | None = None
 
-    def _map(self, fn) -> "Condition":
+    def _map(self, fn) -> Condition:
         return Condition(*(None if v is None else fn(v) for v in (self.labels, self.text, self.first_frame)))
 
-    def __getitem__(self, index) -> "Condition":
+    def __getitem__(self, index) -> Condition:
         return self._map(lambda v: v[index])
 
-    def to(self, device) -> "Condition":
+    def to(self, device) -> Condition:
         return self._map(lambda v: v.to(device))
 
 
@@ -182,9 +182,13 @@ class ConditionEncoder(nn.Module):
             self.register_buffer("text_scale", torch.ones(()))
         elif kind == "first-frame":
             self.embed = nn.Sequential(  # any resolution: strided convs, then global average
-                nn.Conv2d(channels, 32, 4, 2, 1), nn.LeakyReLU(0.2),
-                nn.Conv2d(32, 64, 4, 2, 1), nn.LeakyReLU(0.2),
-                nn.Conv2d(64, cond_dim, 4, 2, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                nn.Conv2d(channels, 32, 4, 2, 1),
+                nn.LeakyReLU(0.2),
+                nn.Conv2d(32, 64, 4, 2, 1),
+                nn.LeakyReLU(0.2),
+                nn.Conv2d(64, cond_dim, 4, 2, 1),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
             )
 
     @property

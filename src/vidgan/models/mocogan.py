@@ -83,7 +83,6 @@ class Generator(nn.Module):
         return with_first_frame(video, cond) if self.cond.kind == "first-frame" else video
 
 
-
 class ImageDiscriminator(nn.Module):
     """DCGAN's discriminator on single frames: strided 2D convolutions from the resolution down to 4x4."""
 

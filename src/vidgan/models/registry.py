@@ -9,7 +9,7 @@ average over all of them). The trainer, sampling and metrics rely on nothing els
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch.nn as nn
 

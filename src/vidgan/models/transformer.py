@@ -94,8 +94,18 @@ def _one_cpu_thread(device: torch.device):
 class Prior(nn.Module):
     """GPT over a (t, h, w) token grid; see the module docstring."""
 
-    def __init__(self, codebook_size: int, grid: tuple[int, int, int], n_layer: int = 4, n_head: int = 4, n_embd: int = 128,
-                 dropout: float = 0.0, condition: str = "none", num_classes: int = 0, text_dim: int = 384):
+    def __init__(
+        self,
+        codebook_size: int,
+        grid: tuple[int, int, int],
+        n_layer: int = 4,
+        n_head: int = 4,
+        n_embd: int = 128,
+        dropout: float = 0.0,
+        condition: str = "none",
+        num_classes: int = 0,
+        text_dim: int = 384,
+    ):
         super().__init__()
         self.codebook_size, self.grid, self.condition = codebook_size, tuple(grid), condition
         t, h, w = self.grid
@@ -165,8 +175,16 @@ class Prior(nn.Module):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens.reshape(-1))
 
     @torch.no_grad()
-    def sample(self, u: torch.Tensor, cond: Condition | None = None, prefix: torch.Tensor | None = None, context: torch.Tensor | None = None,
-               temperature: float = 1.0, top_k: int = 0, use_cache: bool = True) -> torch.Tensor:
+    def sample(
+        self,
+        u: torch.Tensor,
+        cond: Condition | None = None,
+        prefix: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
         """Tokens (B, L) of one grid: the given `context` tokens (B, m) first, then L - m tokens drawn with
         uniforms u (B, L - m). use_cache=False recomputes the whole sequence for every token (the reference)."""
         with _one_cpu_thread(u.device):
@@ -209,8 +227,17 @@ class TwoStageGenerator(nn.Module):
         self.vqvae = VQVAE.from_config(model_cfg, vq_cfg)
         self.frames = model_cfg.frames
         grid = self.vqvae.grid(model_cfg.frames, model_cfg.resolution, model_cfg.resolution)
-        self.prior = Prior(vq_cfg.codebook_size, grid, vq_cfg.n_layer, vq_cfg.n_head, vq_cfg.n_embd, vq_cfg.dropout,
-                           model_cfg.condition, model_cfg.num_classes, model_cfg.text_dim)
+        self.prior = Prior(
+            vq_cfg.codebook_size,
+            grid,
+            vq_cfg.n_layer,
+            vq_cfg.n_head,
+            vq_cfg.n_embd,
+            vq_cfg.dropout,
+            model_cfg.condition,
+            model_cfg.num_classes,
+            model_cfg.text_dim,
+        )
         self.z_dim = self.prior.length
         self.temperature, self.top_k, self.use_cache = vq_cfg.temperature, vq_cfg.top_k, True
 

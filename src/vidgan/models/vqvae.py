@@ -167,8 +167,17 @@ class Codebook(nn.Module):
 class VQVAE(nn.Module):
     """Clips (B, C, T, H, W) in [-1, 1] <-> tokens (B, T/dt, H/ds, W/ds); see the module docstring."""
 
-    def __init__(self, channels: int = 3, width: int = 64, embed_dim: int = 32, codebook_size: int = 512,
-                 downsample=(4, 4, 4), res_blocks: int = 2, ema_decay: float = 0.99, restart_threshold: float = 1.0):
+    def __init__(
+        self,
+        channels: int = 3,
+        width: int = 64,
+        embed_dim: int = 32,
+        codebook_size: int = 512,
+        downsample=(4, 4, 4),
+        res_blocks: int = 2,
+        ema_decay: float = 0.99,
+        restart_threshold: float = 1.0,
+    ):
         super().__init__()
         self.downsample = tuple(int(d) for d in downsample)
         downsample_steps(self.downsample)  # bad factors fail here
@@ -178,15 +187,25 @@ class VQVAE(nn.Module):
 
     @classmethod
     def from_config(cls, model_cfg, vq_cfg) -> VQVAE:
-        return cls(model_cfg.channels, vq_cfg.width, vq_cfg.embed_dim, vq_cfg.codebook_size, vq_cfg.downsample,
-                   vq_cfg.res_blocks, vq_cfg.ema_decay, vq_cfg.restart_threshold)
+        return cls(
+            model_cfg.channels,
+            vq_cfg.width,
+            vq_cfg.embed_dim,
+            vq_cfg.codebook_size,
+            vq_cfg.downsample,
+            vq_cfg.res_blocks,
+            vq_cfg.ema_decay,
+            vq_cfg.restart_threshold,
+        )
 
     def grid(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
         """The token grid (t, h, w) of a clip of this shape; a clear error if it does not divide."""
         dt, dh, dw = self.downsample
         if frames % dt or height % dh or width % dw:
-            raise ValueError(f"clips of {frames}x{height}x{width} (frames x height x width) do not divide by the VQ-VAE's downsampling "
-                             f"{dt}x{dh}x{dw}; prepare the data with --frames/--size multiples of it or change vq.downsample")
+            raise ValueError(
+                f"clips of {frames}x{height}x{width} (frames x height x width) do not divide by the VQ-VAE's downsampling "
+                f"{dt}x{dh}x{dw}; prepare the data with --frames/--size multiples of it or change vq.downsample"
+            )
         return frames // dt, height // dh, width // dw
 
     def forward(self, x: torch.Tensor, rng: torch.Generator | None = None) -> tuple[torch.Tensor, Quantized]:
@@ -217,7 +236,7 @@ class PatchDiscriminator(nn.Module):
         super().__init__()
         blocks, cin = [], channels
         for i in range(layers):
-            cout = width * min(2 ** i, 8)
+            cout = width * min(2**i, 8)
             blocks += [nn.utils.parametrizations.spectral_norm(nn.Conv3d(cin, cout, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
             cin = cout
         self.layers = layers
@@ -225,7 +244,7 @@ class PatchDiscriminator(nn.Module):
         self.head = nn.Conv3d(cin, 1, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        need = 2 ** self.layers
+        need = 2**self.layers
         if x.shape[2] < need:  # too few frames for the temporal strides: repeat each frame
             x = x.repeat_interleave(-(-need // x.shape[2]), dim=2)
         return self.head(self.body(x))

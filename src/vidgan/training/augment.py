@@ -7,7 +7,7 @@ are differentiable w.r.t. the clips (the generator is trained through them).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -21,9 +21,9 @@ import os
 import signal
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -148,7 +148,17 @@ class StepSettings:
             raise ValueError(f"unknown penalty {loss.penalty!r}; choose one of {', '.join(PENALTIES)}")
         augment(torch.zeros(1, 1, 1, 8, 8), loss.augment)  # an unknown policy fails now, not at step 1
         d_loss, g_loss = get_loss(loss.name)
-        return cls(d_loss, g_loss, loss.smoothing, loss.penalty, loss.penalty_weight, loss.penalty_every, loss.augment, torch.Generator().manual_seed(seed + 3), loss.mask_l1)
+        return cls(
+            d_loss,
+            g_loss,
+            loss.smoothing,
+            loss.penalty,
+            loss.penalty_weight,
+            loss.penalty_every,
+            loss.augment,
+            torch.Generator().manual_seed(seed + 3),
+            loss.mask_l1,
+        )
 
     def aug(self, x: torch.Tensor) -> torch.Tensor:
         return augment(x, self.augment, self.aug_rng) if self.augment else x
@@ -193,8 +203,22 @@ def _d_loss(G, D, D_train, settings: StepSettings, prec: StepPrecision, real, z,
     return loss_d, real_logits, fake_logits, total_d
 
 
-def gan_step(G, D, G_train, D_train, opt_g, opt_d, settings: StepSettings, real, z_d, z_g, cond: Condition | None = None, step: int = 0,
-             precision: StepPrecision | None = None, accum: int = 1):
+def gan_step(
+    G,
+    D,
+    G_train,
+    D_train,
+    opt_g,
+    opt_d,
+    settings: StepSettings,
+    real,
+    z_d,
+    z_g,
+    cond: Condition | None = None,
+    step: int = 0,
+    precision: StepPrecision | None = None,
+    accum: int = 1,
+):
     """One discriminator update then one generator update; returns the losses and D's logits.
 
     G_train / D_train are the DDP-wrapped modules (or G / D themselves on one process). Fake clips
@@ -307,7 +331,9 @@ def _truncate_log(path: Path, step: int) -> None:
         path.write_text("".join(ln + "\n" for ln in lines))
 
 
-def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str | None = None, progress: bool = True, log=print) -> TrainResult:
+def train(
+    cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str | None = None, progress: bool = True, log=print
+) -> TrainResult:
     if cfg.model.name in ("vqvae", "videogpt"):  # the two-stage generator has its own loops
         from vidgan.training.two_stage import train_two_stage
 
@@ -374,7 +400,10 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
         prec.load_state_dict(state.get("loss_scalers", {}))
         step, elapsed_before = state["step"], state["elapsed"]
         saved_world = state.get("world_size", info.world)
-        log(f"resuming {run_dir} from step {step}" + (f" (saved by {saved_world} processes, continuing on {info.world})" if saved_world != info.world else ""))
+        log(
+            f"resuming {run_dir} from step {step}"
+            + (f" (saved by {saved_world} processes, continuing on {info.world})" if saved_world != info.world else "")
+        )
     elif resume:
         log(f"{run_dir}: no checkpoint yet; starting from step 0")
 
@@ -418,8 +447,14 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
             at_step,
             {"generator": G.state_dict(), "generator_ema": G_ema.state_dict(), "discriminator": D.state_dict()},
             tensors,
-            {"elapsed": elapsed_before + time.monotonic() - t_start, "opt_g": g_meta, "opt_d": d_meta, "world_size": info.world,
-             "precision": plan.precision, "loss_scalers": prec.state_dict()},
+            {
+                "elapsed": elapsed_before + time.monotonic() - t_start,
+                "opt_g": g_meta,
+                "opt_d": d_meta,
+                "world_size": info.world,
+                "precision": plan.precision,
+                "loss_scalers": prec.state_dict(),
+            },
             keep=tc.keep_checkpoints,
         )
 
@@ -448,7 +483,9 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
     stopped, stats, collapsed_logs = "steps", torch.zeros(5), 0
     lo, hi = info.rank * local_batch, (info.rank + 1) * local_batch
     workers = default_loader_workers(info.device, tc.loader_workers)
-    batches = iter(ClipLoader(data, order.indices, lo, hi, start=step, stop=tc.steps, workers=workers, pin_memory=info.device.type == "cuda"))
+    batches = iter(
+        ClipLoader(data, order.indices, lo, hi, start=step, stop=tc.steps, workers=workers, pin_memory=info.device.type == "cuda")
+    )
     try:
         while step < tc.steps:
             idx, clips, labels = next(batches)
@@ -492,7 +529,14 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str
                 now = time.monotonic()
                 clips_per_s = clips_seen / max(now - t_log, 1e-9)
                 t_log, clips_seen = now, 0
-                record = {"step": step, "loss_d": stats[0].item(), "loss_g": stats[1].item(), "d_real": stats[2].item(), "d_fake": stats[3].item(), "clips_per_s": clips_per_s}
+                record = {
+                    "step": step,
+                    "loss_d": stats[0].item(),
+                    "loss_g": stats[1].item(),
+                    "d_real": stats[2].item(),
+                    "d_fake": stats[3].item(),
+                    "clips_per_s": clips_per_s,
+                }
                 if info.is_main and tc.num_samples >= 2:
                     div = diversity(fixed_samples(), reference_distance=real_distance)
                     record |= div.as_dict() | {"real_diversity": real_distance}

@@ -21,7 +21,7 @@ Penalties, by name in PENALTIES (the loop calls each with its own arguments and 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -104,8 +104,9 @@ def r1_penalty(real_logits: torch.Tensor, real_inputs: torch.Tensor) -> torch.Te
     return grad.float().square().flatten(1).sum(1).mean()
 
 
-def gradient_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+def gradient_penalty(
+    D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """WGAN-GP: mean((||grad D(x_hat)||_2 - 1)^2) at x_hat = a * real + (1 - a) * fake, a ~ U[0, 1] per clip.
 
     The norm is per clip over all of C, T, H, W; with K heads the gradient is that of their sum. The penalty

@@ -333,7 +333,9 @@ def _native_input_grad(g, x, w, stride, padding):
 
 
 def _native_weight_grad(g, x, w, stride, padding, transposed=False, output_padding=(0, 0, 0)):
-    return torch.ops.aten.convolution_backward(g, x, w, None, stride, padding, (1, 1, 1), transposed, output_padding, 1, (False, True, False))[1]
+    return torch.ops.aten.convolution_backward(
+        g, x, w, None, stride, padding, (1, 1, 1), transposed, output_padding, 1, (False, True, False)
+    )[1]
 
 
 def _divisible(kernel, stride) -> bool:
@@ -361,7 +363,11 @@ class _Conv3d(torch.autograd.Function):
             small = co >= TRANSPOSED_MIN_CHANNELS and _divisible(w.shape[2:], stride)
             gx = conv3d_input_grad(g, w, x.shape, stride, padding) if small else _native_input_grad(g, x, w, stride, padding)
         if ctx.needs_input_grad[1]:
-            gw = conv3d_weight_grad(g, x, w.shape[2:], stride, padding) if co >= WEIGHT_GRAD_MIN_CHANNELS else _native_weight_grad(g, x, w, stride, padding)
+            gw = (
+                conv3d_weight_grad(g, x, w.shape[2:], stride, padding)
+                if co >= WEIGHT_GRAD_MIN_CHANNELS
+                else _native_weight_grad(g, x, w, stride, padding)
+            )
         if has_bias and ctx.needs_input_grad[2]:
             gb = _bias_grad(g)
         return gx, gw, gb, None, None

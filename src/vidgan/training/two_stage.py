@@ -33,8 +33,19 @@ from vidgan.models.transformer import TwoStageGenerator
 from vidgan.models.vqvae import VQVAE, PatchDiscriminator, psnr, vqvae_loss
 from vidgan.training import checkpoint as ckpt
 from vidgan.training import losses
-from vidgan.training.loop import (BatchOrder, RunDirError, NonFiniteLossError, _main_thread, _truncate_log, batch_condition,
-                                  caption_embeddings, ema_update, lr_factor, pick_device, stream_seed)
+from vidgan.training.loop import (
+    BatchOrder,
+    NonFiniteLossError,
+    RunDirError,
+    _main_thread,
+    _truncate_log,
+    batch_condition,
+    caption_embeddings,
+    ema_update,
+    lr_factor,
+    pick_device,
+    stream_seed,
+)
 
 TWO_STAGE_MODELS = ("vqvae", "videogpt")
 TOKENS_FILE, TOKENS_INFO = "tokens.npy", "tokens.json"
@@ -91,8 +102,14 @@ class Session:
         self.interrupted = False
         self._old_handler = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
         tc = cfg.train
-        self.bar = tqdm(total=tc.steps if tc.time_budget is None else None, initial=step, desc=f"train {cfg.model.name}", unit="step",
-                        disable=not progress, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=tc.steps if tc.time_budget is None else None,
+            initial=step,
+            desc=f"train {cfg.model.name}",
+            unit="step",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
         self.t_start = self.t_log = time.monotonic()
         self.clips_seen, self.clips_per_s, self.stopped = 0, 0.0, "steps"
 
@@ -112,7 +129,9 @@ class Session:
         self.bar.update(1)
         if not np.isfinite(record["loss"]):
             last = ckpt.latest_checkpoint(self.run_dir)
-            raise NonFiniteLossError(f"step {self.step}: non-finite loss; training stopped. Last good checkpoint: {last or 'none'}. Lower vq.lr.")
+            raise NonFiniteLossError(
+                f"step {self.step}: non-finite loss; training stopped. Last good checkpoint: {last or 'none'}. Lower vq.lr."
+            )
         over_budget = tc.time_budget is not None and time.monotonic() - self.t_start > tc.time_budget
         stop = over_budget or self.interrupted
         if self.step % tc.log_every == 0 or self.step == tc.steps or stop:  # the last step is always logged
@@ -162,7 +181,9 @@ def _set_lr(opt: torch.optim.Optimizer, cfg: RunConfig, step: int) -> None:
         group["lr"] = cfg.vq.lr * factor
 
 
-def train_two_stage(cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str | None = None, progress: bool = True, log=print) -> TwoStageResult:
+def train_two_stage(
+    cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str | None = None, progress: bool = True, log=print
+) -> TwoStageResult:
     """`vidgan train DATA --model vqvae` (stage 1) or `--model videogpt --vqvae RUN` (stage 2)."""
     import os
 
@@ -173,7 +194,9 @@ def train_two_stage(cfg: RunConfig, run_dir: str | Path, resume: bool = False, d
     if cfg.vq.recon_loss not in ("l1", "l2"):
         raise ValueError(f"unknown vq.recon_loss {cfg.vq.recon_loss!r}; choose l1 or l2")
     if cfg.train.eval_every and cfg.model.name == "vqvae":
-        raise ValueError("train.eval_every scores generators: give it to the prior (--model videogpt); the VQ-VAE logs its reconstruction PSNR")
+        raise ValueError(
+            "train.eval_every scores generators: give it to the prior (--model videogpt); the VQ-VAE logs its reconstruction PSNR"
+        )
     lr_factor(cfg.train.lr_schedule, 0, cfg.train.steps, cfg.train.warmup_steps)  # bad schedule names fail now
     dev = pick_device(device)
     data = ClipDataset(cfg.data)
@@ -212,6 +235,7 @@ def _train_vqvae(cfg: RunConfig, data: ClipDataset, run_dir: Path, resume: bool,
 
     def weights() -> dict:
         return {"vqvae": model.state_dict(), **({} if critic is None else {"critic": critic.state_dict()})}
+
     ref = to_model(data.get_batch([i % len(data) for i in range(tc.num_samples)])[0]).to(dev)
     order = BatchOrder(len(data), tc.batch_size, tc.seed)
     session = Session(cfg, run_dir, step, elapsed, progress, log)
@@ -248,11 +272,24 @@ def _train_vqvae(cfg: RunConfig, data: ClipDataset, run_dir: Path, resume: bool,
                 opt_d.zero_grad(set_to_none=True)  # also drops the grads the generator term left on the critic
                 d_loss.backward()
                 opt_d.step()
-                adv_record = {"adv_g": g_adv.item(), "adv_d": d_loss.item(), "critic_real": d_real.mean().item(), "critic_fake": d_fake.mean().item()}
+                adv_record = {
+                    "adv_g": g_adv.item(),
+                    "adv_d": d_loss.item(),
+                    "critic_real": d_real.mean().item(),
+                    "critic_fake": d_fake.mean().item(),
+                }
             loss_v, last_psnr = loss.item(), psnr(x, recon.detach())
-            record = {"loss": loss_v, "recon": rec.item(), "commitment": q.commitment.item(), "psnr": last_psnr,
-                      "perplexity": q.perplexity.item(), "codes_used": int(q.used), "ema_updates": int(model.codebook.ema_updates),
-                      "restarts": int(model.codebook.restarts), **adv_record}
+            record = {
+                "loss": loss_v,
+                "recon": rec.item(),
+                "commitment": q.commitment.item(),
+                "psnr": last_psnr,
+                "perplexity": q.perplexity.item(),
+                "codes_used": int(q.used),
+                "ema_updates": int(model.codebook.ema_updates),
+                "restarts": int(model.codebook.restarts),
+                **adv_record,
+            }
             stop = session.end_step(record)
             if session.step % tc.sample_every == 0:
                 write_samples()
@@ -300,21 +337,37 @@ def encode_dataset(model: VQVAE, data: ClipDataset, batch_size: int = 32, progre
     return out
 
 
-def tokenize(run: str | Path, data_dir: str | Path, out: str | Path | None = None, step: int | None = None, batch_size: int = 32,
-             progress: bool = True, device: str = "cpu") -> Path:
+def tokenize(
+    run: str | Path,
+    data_dir: str | Path,
+    out: str | Path | None = None,
+    step: int | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+    device: str = "cpu",
+) -> Path:
     """`vidgan tokenize RUN DATA`: write DATA's token grids to OUT (default RUN/tokens): tokens.npy + tokens.json."""
     model, cfg, at = load_vqvae(run, step, device)
     data = ClipDataset(data_dir)
     if data.channels != cfg.model.channels or data.size != cfg.model.resolution:
-        raise ValueError(f"{data_dir}: clips are {data.size}px x {data.channels} channels, the VQ-VAE in {run} was trained on "
-                         f"{cfg.model.resolution}px x {cfg.model.channels}; prepare the data at the VQ-VAE's size")
+        raise ValueError(
+            f"{data_dir}: clips are {data.size}px x {data.channels} channels, the VQ-VAE in {run} was trained on "
+            f"{cfg.model.resolution}px x {cfg.model.channels}; prepare the data at the VQ-VAE's size"
+        )
     tokens = encode_dataset(model, data, batch_size, progress, device)
     out = Path(out) if out is not None else Path(run) / "tokens"
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / TOKENS_FILE, tokens)
-    info = {"data": str(Path(data_dir).resolve()), "num_clips": len(data), "vqvae_run": str(Path(run).resolve()), "vqvae_step": at,
-            "grid": list(tokens.shape[1:]), "codebook_size": model.codebook.size, "dtype": str(tokens.dtype),
-            "codes_used": int(len(np.unique(tokens)))}
+    info = {
+        "data": str(Path(data_dir).resolve()),
+        "num_clips": len(data),
+        "vqvae_run": str(Path(run).resolve()),
+        "vqvae_step": at,
+        "grid": list(tokens.shape[1:]),
+        "codebook_size": model.codebook.size,
+        "dtype": str(tokens.dtype),
+        "codes_used": int(len(np.unique(tokens))),
+    }
     (out / TOKENS_INFO).write_text(json.dumps(info, indent=1) + "\n")
     return out
 
@@ -345,10 +398,24 @@ def _train_prior(cfg: RunConfig, data: ClipDataset, run_dir: Path, resume: bool,
     if resume_from is None:
         vqvae, vq_cfg, at = load_vqvae(vq.vqvae_run, vq.vqvae_step)
         if vq_cfg.model.channels != cfg.model.channels or vq_cfg.model.resolution != cfg.model.resolution:
-            raise ValueError(f"{cfg.data}: clips are {cfg.model.resolution}px x {cfg.model.channels} channels, the VQ-VAE in {vq.vqvae_run} "
-                             f"was trained on {vq_cfg.model.resolution}px x {vq_cfg.model.channels}")
-        stage1 = {k: getattr(vq_cfg.vq, k) for k in ("downsample", "width", "res_blocks", "codebook_size", "embed_dim", "commitment",
-                                                      "ema_decay", "restart_threshold", "recon_loss")}
+            raise ValueError(
+                f"{cfg.data}: clips are {cfg.model.resolution}px x {cfg.model.channels} channels, the VQ-VAE in {vq.vqvae_run} "
+                f"was trained on {vq_cfg.model.resolution}px x {vq_cfg.model.channels}"
+            )
+        stage1 = {
+            k: getattr(vq_cfg.vq, k)
+            for k in (
+                "downsample",
+                "width",
+                "res_blocks",
+                "codebook_size",
+                "embed_dim",
+                "commitment",
+                "ema_decay",
+                "restart_threshold",
+                "recon_loss",
+            )
+        }
         cfg.vq = cfg.vq.model_copy(update={**stage1, "vqvae_run": str(Path(vq.vqvae_run).resolve()), "vqvae_step": at})
     vq = cfg.vq
     torch.manual_seed(tc.seed)
@@ -375,7 +442,9 @@ def _train_prior(cfg: RunConfig, data: ClipDataset, run_dir: Path, resume: bool,
     for folder in [Path(vq.tokens)] if vq.tokens else [Path(vq.vqvae_run) / "tokens"]:
         tokens = _matching_tokens(folder, data, cfg.vq.vqvae_step)
         if tokens is None and vq.tokens:
-            raise ValueError(f"{folder}: no tokens of {data.root} made by the VQ-VAE step {cfg.vq.vqvae_step}; run `vidgan tokenize {vq.vqvae_run} {data.root} --out {folder}`")
+            raise ValueError(
+                f"{folder}: no tokens of {data.root} made by the VQ-VAE step {cfg.vq.vqvae_step}; run `vidgan tokenize {vq.vqvae_run} {data.root} --out {folder}`"
+            )
     if tokens is None:
         log(f"encoding {len(data)} clips with the VQ-VAE (save this next time: vidgan tokenize {vq.vqvae_run} {data.root})")
         tokens = encode_dataset(gen.vqvae, data, progress=progress, device=dev)

@@ -23,12 +23,35 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.background import BackgroundTask
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from vidgan.library.catalog import MAX_ID, STORE, ClipQuery, Library, LibraryError, clip_dict, count_clips, export_name, facets, find_clips, get_clip, parse_scores
+from vidgan.library.catalog import (
+    MAX_ID,
+    STORE,
+    ClipQuery,
+    Library,
+    LibraryError,
+    clip_dict,
+    count_clips,
+    export_name,
+    facets,
+    find_clips,
+    get_clip,
+    parse_scores,
+)
 
 STATIC = FsPath(__file__).parent / "static"
 PAGES = {"app.js": "text/javascript", "style.css": "text/css"}
-MEDIA_TYPES = {"mp4": "video/mp4", "webm": "video/webm", "gif": "image/gif", "apng": "image/apng", "png": "image/png",
-               "webp": "image/webp", "avi": "video/x-msvideo", "mov": "video/quicktime", "mkv": "video/x-matroska", "m4v": "video/mp4"}
+MEDIA_TYPES = {
+    "mp4": "video/mp4",
+    "webm": "video/webm",
+    "gif": "image/gif",
+    "apng": "image/apng",
+    "png": "image/png",
+    "webp": "image/webp",
+    "avi": "video/x-msvideo",
+    "mov": "video/quicktime",
+    "mkv": "video/x-matroska",
+    "m4v": "video/mp4",
+}
 MAX_PAGE = 500
 MAX_ZIP = 1000
 CSP = "default-src 'self'; img-src 'self'; media-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'"
@@ -38,7 +61,9 @@ CSP = "default-src 'self'; img-src 'self'; media-src 'self'; style-src 'self'; s
 # that a read-only gallery never needs, so the handlers that use it import it when first called.
 
 
-def create_app(library: str | FsPath | Library, allow_edit: bool = False, host: str = "127.0.0.1", allowed_hosts: list[str] | None = None) -> FastAPI:
+def create_app(
+    library: str | FsPath | Library, allow_edit: bool = False, host: str = "127.0.0.1", allowed_hosts: list[str] | None = None
+) -> FastAPI:
     lib = library if isinstance(library, Library) else Library.open(library)
 
     @asynccontextmanager
@@ -88,13 +113,27 @@ def create_app(library: str | FsPath | Library, allow_edit: bool = False, host: 
             return facets(s)
 
     @app.get("/api/clips")
-    def list_clips(model: str | None = Query(None, max_length=200), label: str | None = Query(None, max_length=200),
-                   text: str | None = Query(None, max_length=500), tag: list[str] = Query([]),
-                   min_score: list[str] = Query([], description="METRIC=V"), sort: str = Query("-id", max_length=120),
-                   limit: int = Query(100, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0, le=MAX_ID)):
+    def list_clips(
+        model: str | None = Query(None, max_length=200),
+        label: str | None = Query(None, max_length=200),
+        text: str | None = Query(None, max_length=500),
+        tag: list[str] = Query([]),
+        min_score: list[str] = Query([], description="METRIC=V"),
+        sort: str = Query("-id", max_length=120),
+        limit: int = Query(100, ge=1, le=MAX_PAGE),
+        offset: int = Query(0, ge=0, le=MAX_ID),
+    ):
         try:
-            query = ClipQuery(model=model or None, label=label or None, text=text or None, tags=[t for t in tag if t],
-                              min_scores=parse_scores(m for m in min_score if m), sort=sort, limit=limit, offset=offset)
+            query = ClipQuery(
+                model=model or None,
+                label=label or None,
+                text=text or None,
+                tags=[t for t in tag if t],
+                min_scores=parse_scores(m for m in min_score if m),
+                sort=sort,
+                limit=limit,
+                offset=offset,
+            )
         except ValueError as err:
             raise HTTPException(400, str(err)) from None
         with lib.session() as s:
@@ -110,8 +149,12 @@ def create_app(library: str | FsPath | Library, allow_edit: bool = False, host: 
             return clip_dict(clip) | {"browser_video": clip.format in ("mp4", "webm")}
 
     @app.put("/api/clips/{clip_id}/tags")
-    def put_tags(request: Request, clip_id: int = Path(ge=1, le=MAX_ID), add: list[str] = Body([], max_length=50),
-                 remove: list[str] = Body([], max_length=50)):
+    def put_tags(
+        request: Request,
+        clip_id: int = Path(ge=1, le=MAX_ID),
+        add: list[str] = Body([], max_length=50),
+        remove: list[str] = Body([], max_length=50),
+    ):
         if not allow_edit:
             raise HTTPException(403, "this gallery is read-only; start it with `vidgan serve LIB --allow-edit` to edit tags")
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
@@ -150,8 +193,12 @@ def create_app(library: str | FsPath | Library, allow_edit: bool = False, host: 
         fd, name = tempfile.mkstemp(prefix="vidgan-", suffix=".zip")
         with os.fdopen(fd, "wb") as fh:
             write_zip(fh, files, json.dumps({"library": lib.root.name, "count": len(entries), "clips": entries}, indent=1))
-        return FileResponse(name, media_type="application/zip", filename=f"{lib.root.name}-{len(entries)}-clips.zip",
-                            background=BackgroundTask(os.unlink, name))
+        return FileResponse(
+            name,
+            media_type="application/zip",
+            filename=f"{lib.root.name}-{len(entries)}-clips.zip",
+            background=BackgroundTask(os.unlink, name),
+        )
 
     # -- files
 
@@ -165,16 +212,20 @@ def create_app(library: str | FsPath | Library, allow_edit: bool = False, host: 
             name = export_name({"id": clip.id, "format": clip.format})
         path = _library_file(lib, relative)
         suffix = path.suffix.lstrip(".")
-        return FileResponse(path, media_type=MEDIA_TYPES.get(suffix, "application/octet-stream"),
-                            filename=name if download and kind == "video" else None)
+        return FileResponse(
+            path, media_type=MEDIA_TYPES.get(suffix, "application/octet-stream"), filename=name if download and kind == "video" else None
+        )
 
     @app.get("/store/{relative:path}")
     def store_file(relative: str):
         path = _library_file(lib, f"{STORE}/{relative}")
         if (lib.store / "tmp") in path.parents:
             raise HTTPException(404, "not found")
-        return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix.lstrip("."), "application/octet-stream"),
-                            headers={"Cache-Control": "public, max-age=31536000, immutable"})
+        return FileResponse(
+            path,
+            media_type=MEDIA_TYPES.get(path.suffix.lstrip("."), "application/octet-stream"),
+            headers={"Cache-Control": "public, max-age=31536000, immutable"},
+        )
 
     return app
 
