@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from vidgan.data.video_io import write_video
-from vidgan.library.catalog import ClipQuery, Library, count_clips, find_clips
+from vidgan.library.catalog import Library
 from vidgan.library.ingest import Ingester
+from vidgan.library.queries import ClipQuery, count_clips, find_clips
 
 
 def synthetic_clip(rng: np.random.Generator, frames: int = 8, size: int = 32) -> np.ndarray:

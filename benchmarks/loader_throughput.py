@@ -33,7 +33,7 @@ def loader_rate(data, batch: int, steps: int, workers: int, convert: bool = Fals
     """clips/s of iterating a ClipLoader for `steps` steps (worker start-up included: it is paid once per run)."""
     from vidgan.data.clips import ClipLoader
     from vidgan.data.video_io import to_model
-    from vidgan.training.loop import BatchOrder
+    from vidgan.training.common import BatchOrder
 
     order = BatchOrder(len(data), batch, seed=0)
     t0 = time.perf_counter()
@@ -49,7 +49,7 @@ def step_rate(batch: int, steps: int) -> tuple[float, str]:
     from vidgan.config import TrainConfig, load_config
     from vidgan.models.registry import build_model
     from vidgan.training import speed
-    from vidgan.training.loop import StepSettings, gan_step
+    from vidgan.training.gan import StepSettings, gan_step
 
     cfg = load_config("64px", {"model.resolution": SIZE, "model.frames": FRAMES, "model.channels": 3})
     torch.manual_seed(0)

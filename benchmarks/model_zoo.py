@@ -94,8 +94,9 @@ def main() -> None:
 
     from vidgan.data.clips import ClipDataset
     from vidgan.data.prepare import PrepareSettings, prepare
-    from vidgan.metrics.evaluate import ArraySource, DatasetSource, EvalOptions, compute
+    from vidgan.metrics.evaluate import EvalOptions, compute
     from vidgan.metrics.pixel_stats import pixel_statistics_distance
+    from vidgan.metrics.sources import ArraySource, DatasetSource
     from vidgan.pipeline import VideoPipeline
 
     work = Path(tempfile.mkdtemp(prefix="vidgan-zoo-"))

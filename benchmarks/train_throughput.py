@@ -1,6 +1,6 @@
 """Training-step throughput: the plain fp32 eager baseline against vidgan's default path, same run.
 
-Both paths run `vidgan.training.loop.gan_step` (one D update + one G update, the trainer's step) on
+Both paths run `vidgan.training.gan.gan_step` (one D update + one G update, the trainer's step) on
 the same model, batch and random input:
 
     baseline   fp32, eager, contiguous tensors, torch.optim.Adam with its defaults: plain PyTorch
@@ -46,7 +46,7 @@ def worker(args) -> None:
     from vidgan.config import TrainConfig, load_config
     from vidgan.models.registry import build_model
     from vidgan.training import speed
-    from vidgan.training.loop import StepSettings, gan_step
+    from vidgan.training.gan import StepSettings, gan_step
 
     if args.device == "cpu":
         torch.set_num_threads(args.threads)

@@ -51,7 +51,8 @@ def main() -> None:
     from vidgan.data.clips import ClipDataset
     from vidgan.data.prepare import PrepareSettings, prepare
     from vidgan.data.video_io import to_model
-    from vidgan.metrics.evaluate import ArraySource, DatasetSource, EvalOptions, compute
+    from vidgan.metrics.evaluate import EvalOptions, compute
+    from vidgan.metrics.sources import ArraySource, DatasetSource
     from vidgan.models.vqvae import psnr
     from vidgan.pipeline import VideoPipeline
     from vidgan.training.loop import train

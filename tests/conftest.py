@@ -11,7 +11,6 @@ import torch
 # Two cores: keep every test process at the machine's size, and subprocesses (torchrun) at one thread each.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-from vidgan.config import load_config  # noqa: E402
 from vidgan.data.prepare import PrepareSettings, prepare  # noqa: E402
 
 
@@ -23,12 +22,19 @@ def mnist_data(tmp_path_factory) -> Path:
     return out
 
 
-def tiny_config(data: Path, **overrides):
-    base = {"data": str(data), "train.log_every": 1, "train.sample_every": 1000, "train.checkpoint_every": 1000}
-    return load_config("tiny", base | overrides)
+@pytest.fixture(scope="session")
+def mnist16(tmp_path_factory) -> Path:
+    """32 Moving MNIST clips of 8x16x16, prepared once per session."""
+    out = tmp_path_factory.mktemp("mnist16") / "data"
+    prepare("builtin:moving-mnist", out, PrepareSettings(size=16, frames=8), n=32, seed=0, progress=False, log=lambda s: None)
+    return out
 
 
-def read_log(run: Path) -> list[dict]:
-    import json
-
-    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+@pytest.fixture
+def one_thread():
+    """Tiny models: thread hand-offs cost more than a second core gives on a shared 2-core machine.
+    Modules of tiny models use it for every test: pytestmark = pytest.mark.usefixtures("one_thread")."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

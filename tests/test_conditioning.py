@@ -6,12 +6,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import read_log, tiny_config
+from helpers import tiny_config
 from vidgan.cli import app
 from vidgan.data.clips import ClipDataset
 from vidgan.data.video_io import read_video
 from vidgan.metrics.diversity import collapse_warning, diversity
 from vidgan.pipeline import VideoPipeline
+from vidgan.run import Run
 from vidgan.training.loop import train
 
 
@@ -68,7 +69,7 @@ def test_diversity_flags_collapse():
 
 
 def test_training_logs_diversity_and_warns_on_collapse(mnist_data, tmp_path, monkeypatch):
-    import vidgan.training.loop as loop
+    import vidgan.training.gan as loop
 
     messages = []
     # A generator that ignores its noise is collapsed by construction: the monitor must say so.
@@ -87,7 +88,7 @@ def test_training_logs_diversity_and_warns_on_collapse(mnist_data, tmp_path, mon
         progress=False,
         log=messages.append,
     )
-    log = read_log(tmp_path / "c")
+    log = Run(tmp_path / "c").read_log()
     assert all("diversity" in r and "near_duplicates" in r for r in log)
     assert log[-1]["near_duplicates"] == 1.0
     warned = [m for m in messages if "mode collapse" in m]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import tiny_config
+from helpers import tiny_config
 from vidgan.data.builtin import SHAPE_BACKGROUND, SHAPE_COLORS, shapes
 from vidgan.data.prepare import PrepareSettings, prepare
 from vidgan.pipeline import VideoPipeline

@@ -9,11 +9,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import tiny_config
+from helpers import tiny_config
 from vidgan.cli import app
 from vidgan.data.video_io import probe, read_video
 from vidgan.pipeline import VideoPipeline
-from vidgan.training import checkpoint as ckpt
+from vidgan.run import CheckpointError, Run
 from vidgan.training.loop import train
 
 runner = CliRunner()
@@ -34,11 +34,11 @@ def test_pipeline_is_reproducible_by_seed(tiny_run, tmp_path):
     assert pipe.step == 20
     older = VideoPipeline.from_pretrained(tiny_run, step=10)
     assert older.step == 10 and not np.array_equal(older(n=4, seed=0), a)
-    one_ckpt = VideoPipeline.from_pretrained(ckpt.checkpoint_dir(tiny_run, 20))
+    one_ckpt = VideoPipeline.from_pretrained(Run(tiny_run).checkpoint_dir(20))
     assert np.array_equal(one_ckpt(n=4, seed=0), a)
     saved = pipe.save_pretrained(tmp_path / "exported")
     assert np.array_equal(VideoPipeline.from_pretrained(saved)(n=4, seed=0), a)
-    with pytest.raises(ckpt.CheckpointError, match="no checkpoint for step 7"):
+    with pytest.raises(CheckpointError, match="no checkpoint for step 7"):
         VideoPipeline.from_pretrained(tiny_run, step=7)
     with pytest.raises(ValueError, match="videogan has no token sampling"):
         pipe(n=1, temperature=0.5)
@@ -109,8 +109,6 @@ def test_train_and_resume_commands(mnist_data, tmp_path):
             "--set",
             "train.lr_d=4e-4",
             "--set",
-            "vq.downsample=[2, 2, 2]",
-            "--set",
             "model.spectral_norm=true",
             "--no-progress",
         ],
@@ -123,7 +121,8 @@ def test_train_and_resume_commands(mnist_data, tmp_path):
         "translation",
         "class",
     )
-    assert (saved["train"]["lr_d"], saved["vq"]["downsample"], saved["model"]["spectral_norm"]) == (4e-4, [2, 2, 2], True)
+    assert (saved["train"]["lr_d"], saved["model"]["spectral_norm"]) == (4e-4, True)
+    assert "vq" not in saved  # the two-stage settings are written into two-stage runs only
     assert saved["model"]["g_channels"] == 32 and saved["train"]["lr_g"] == 5e-4  # the rest stays the preset's
     assert result.exit_code == 0, result.output
     assert "resuming" in result.output and "step 6" in result.output
@@ -143,7 +142,7 @@ def test_demo_runs_end_to_end(tmp_path):
     grid = read_video(out / "samples" / "grid.gif")
     assert grid.shape[0] == 16  # 16-frame clips
     assert len(list((out / "samples").glob("clip_*.mp4"))) == 16
-    assert ckpt.latest_checkpoint(out / "run") is not None
+    assert Run(out / "run").latest() is not None
 
 
 def test_truncation_and_interpolation(tiny_run, tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import tiny_config
+from helpers import tiny_config
 from vidgan import text as text_module
 from vidgan.cli import app
 from vidgan.data.clips import ClipDataset

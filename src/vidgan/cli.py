@@ -2,42 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import typer
 
+from vidgan.errors import fail, known_errors
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train GAN video generators on your own clips.")
-
-
-def _fail(err: Exception) -> None:
-    typer.echo(f"error: {err}", err=True)
-    raise typer.Exit(1)
-
-
-def _known_errors() -> tuple[type[Exception], ...]:
-    from vidgan.data.builtin import BuiltinDataError
-    from vidgan.data.clips import DatasetError
-    from vidgan.data.prepare import PrepareError
-    from vidgan.data.video_io import VideoError
-    from vidgan.text import TextModelError
-    from vidgan.training.checkpoint import CheckpointError
-    from vidgan.training.loop import NonFiniteLossError, RunDirError
-
-    return (
-        VideoError,
-        PrepareError,
-        DatasetError,
-        BuiltinDataError,
-        RunDirError,
-        NonFiniteLossError,
-        CheckpointError,
-        TextModelError,
-        ValueError,
-        FileNotFoundError,
-    )
 
 
 @app.command()
@@ -71,8 +45,8 @@ def prepare(
             force=force,
             progress=progress,
         )
-    except _known_errors() as err:
-        _fail(err)
+    except known_errors() as err:
+        fail(err)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: the finished shards in {out} are kept; run the same command again to continue", err=True)
         raise typer.Exit(130) from None
@@ -120,49 +94,30 @@ def train(
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Train a video GAN. Multi-process: torchrun --nproc_per_node N -m vidgan train ..."""
-    from vidgan.config import RunConfig, apply_settings, load_config
+    from vidgan.config import RunConfig, apply_settings, load_config, with_overrides
     from vidgan.training.loop import train as run_train
 
     try:
+        chosen = {
+            "data": data and str(data), "train.steps": steps, "train.batch_size": batch_size, "train.time_budget": budget,
+            "train.seed": seed, "train.eval_every": eval_every, "train.precision": precision, "train.compile": compile,
+            "train.grad_accum": accum, "model.name": model, "model.condition": condition, "loss.name": loss,
+            "loss.penalty": penalty, "loss.augment": aug, "vq.vqvae_run": vqvae and str(vqvae), "vq.tokens": tokens and str(tokens),
+        }  # fmt: skip
+        overrides = {k: v for k, v in chosen.items() if v is not None}
         if resume and (out / "config.json").exists():
-            cfg = RunConfig.load(out / "config.json")
+            cfg = with_overrides(RunConfig.load(out / "config.json"), overrides)
         else:
-            cfg = load_config(config)
-        if data is not None:
-            cfg.data = str(data)
+            cfg = load_config(config, overrides)
         if not cfg.data:
             raise ValueError("no dataset given: pass DATA (a folder made by `vidgan prepare`)")
-        speed = {"precision": precision, "compile": compile, "grad_accum": accum}
-        for key, value in {
-            "steps": steps,
-            "batch_size": batch_size,
-            "time_budget": budget,
-            "seed": seed,
-            "eval_every": eval_every,
-            **speed,
-        }.items():
-            if value is not None:
-                setattr(cfg.train, key, value)
-        for section, key, value in [
-            ("model", "name", model),
-            ("model", "condition", condition),
-            ("loss", "name", loss),
-            ("loss", "penalty", penalty),
-            ("loss", "augment", aug),
-            ("vq", "vqvae_run", vqvae and str(vqvae)),
-            ("vq", "tokens", tokens and str(tokens)),
-        ]:
-            if value is not None:
-                setattr(getattr(cfg, section), key, value)
         if settings:
             cfg = apply_settings(cfg, settings)
         result = run_train(cfg, out, resume=resume, device=device, progress=progress)
-    except _known_errors() as err:
-        _fail(err)
-    if hasattr(result, "summary"):  # the two-stage models (vqvae, videogpt) have one loss
+    except known_errors() as err:
+        fail(err)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary line, not one per process
         typer.echo(result.summary())
-    elif os.environ.get("RANK", "0") == "0":  # under torchrun, one summary line, not one per process
-        typer.echo(f"{result.run_dir}: step {result.step}, loss D {result.loss_d:.4f} G {result.loss_g:.4f}")
 
 
 @app.command()
@@ -180,9 +135,9 @@ def tokenize(
 
     try:
         folder = run_tokenize(run, data, out, step=step, batch_size=batch_size, progress=progress, device=device)
-    except _known_errors() as err:
-        _fail(err)
-    info = __import__("json").loads((folder / "tokens.json").read_text())
+    except known_errors() as err:
+        fail(err)
+    info = json.loads((folder / "tokens.json").read_text())
     typer.echo(
         f"wrote {info['num_clips']} token grids {'x'.join(map(str, info['grid']))} ({info['codes_used']} of {info['codebook_size']} codes used) to {folder / 'tokens.npy'}"
     )
@@ -201,84 +156,32 @@ def generate(
     label: str | None = typer.Option(None, help="class name or index, for class-conditional models"),
     text: str | None = typer.Option(None, help="a sentence, for text-conditional models"),
     first_frame: Path | None = typer.Option(None, help="image to animate, for image-to-video models"),
-    frames: int | None = typer.Option(None, help="clip length, if the model can run longer than trained (tgan, mocogan)"),
+    frames: int | None = typer.Option(None, help="clip length, if the model can run longer than trained (tgan, mocogan, ctvgan)"),
     truncation: float | None = typer.Option(None, help="redraw noise values beyond +-T (e.g. 1.0): fewer, more typical clips"),
     hold: str | None = typer.Option(None, help="mocogan: 'content' (one subject, varied motion) or 'motion' (one motion, varied subjects)"),
     interpolate: tuple[int, int] | None = typer.Option(None, help="SEED_A SEED_B: --n clips morphing from one seed's clip to the other's"),
     temperature: float | None = typer.Option(None, help="videogpt: token sampling temperature (default: the run's vq.temperature)"),
     top_k: int | None = typer.Option(None, help="videogpt: sample among the k most likely tokens (0 = all; default: the run's vq.top_k)"),
+    time_scale: float | None = typer.Option(
+        None, help="ctvgan: frame i shows time i * T (0.5 = slow motion with twice the frames, 2 = twice as fast)"
+    ),
     device: str = typer.Option("cpu"),
     to_library: Path | None = typer.Option(
         None, "--to-library", help="also file the clips in this library (created if missing), with their provenance"
     ),
 ) -> None:
     """Sample clips from a trained generator."""
-    from vidgan.library.catalog import LibraryError
-    from vidgan.pipeline import VideoPipeline, load_image, save_clips
+    from vidgan.generation import generate as run_generate
 
+    call = {"n": n, "seed": seed, "label": label, "text": text, "frames": frames, "truncation": truncation, "hold": hold}
+    call |= {"interpolate": interpolate, "temperature": temperature, "top_k": top_k, "time_scale": time_scale}
     try:
-        pipe = VideoPipeline.from_pretrained(run, step=step, ema=ema, device=device)
-        m = pipe.config.model
-        frame = None if first_frame is None else load_image(first_frame, m.resolution, m.channels)
-        label = pipe.label_index(label)  # a class name ("red") or an index ("3") -> the index
-        condition_args = {"label": label, "first_frame": frame, "text": text}
-        if interpolate:
-            with pipe.sampling(temperature, top_k):
-                clips = pipe.interpolate(interpolate[0], interpolate[1], steps=n, truncation=truncation, **condition_args)
-        else:
-            clips = pipe(
-                n=n, seed=seed, frames=frames, truncation=truncation, hold=hold, temperature=temperature, top_k=top_k, **condition_args
-            )
-        condition = {
-            k: v
-            for k, v in {
-                "label": label,
-                "text": text,
-                "first_frame": first_frame and str(first_frame),
-                "frames": frames,
-                "truncation": truncation,
-                "interpolate": interpolate,
-                "hold": hold,
-                "temperature": temperature,
-                "top_k": top_k,
-            }.items()
-            if v is not None
-        }
-        paths = save_clips(pipe, clips, out, fmt=format, seed=seed, grid=grid, condition=condition)
-        if interpolate:  # the morph as one video: the clips one after another
-            from vidgan.data.video_io import write_video
-
-            write_video(out / f"interpolation.{'mp4' if format == 'png' else format}", np.concatenate(list(clips)), fps=pipe.fps)
-        # everything that replays this call, per clip, in generated.json (and the library, if asked)
-        from vidgan.library.ingest import annotate_manifest, generation_records, ingest_generated
-
-        call = {
-            "n": n,
-            "seed": seed,
-            "label": label,
-            "text": text,
-            "frames": frames,
-            "truncation": truncation,
-            "hold": hold,
-            "interpolate": list(interpolate) if interpolate else None,
-            "temperature": temperature,
-            "top_k": top_k,
-        }
-        records = generation_records(
-            pipe,
-            clips,
-            call,
-            ema=ema,
-            run=run,
-            fmt=format,
-            first_frame=frame,
-            first_frame_path=first_frame and str(first_frame.resolve()),
-            device=device,
+        done = run_generate(
+            run, out, call, fmt=format, grid=grid, step=step, ema=ema, device=device, first_frame=first_frame, to_library=to_library
         )
-        annotate_manifest(out, records)
-        filed = ingest_generated(to_library, records, paths, fps=pipe.fps, first_frame=frame) if to_library is not None else []
-    except (*_known_errors(), LibraryError) as err:
-        _fail(err)
+    except known_errors() as err:
+        fail(err)
+    paths, filed = done.paths, done.filed
     typer.echo(f"wrote {len(paths)} clips to {out}" + (f" (preview: {out / 'grid.gif'})" if grid else ""))
     if to_library is not None:
         flagged = sum(r.status == "duplicate" for r in filed)
@@ -301,8 +204,8 @@ def demo(
 
     try:
         run_demo(out, budget=budget, clips=clips, progress=progress)
-    except _known_errors() as err:
-        _fail(err)
+    except known_errors() as err:
+        fail(err)
 
 
 from vidgan.library.cli import app as library_app  # noqa: E402  (typer only: cheap to import)

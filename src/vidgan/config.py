@@ -41,6 +41,12 @@ class ModelConfig(_Strict):
     noise_dim: int = 10  # mocogan: width of the per-frame motion noise eps_t (10 in MoCoGAN)
     motion_dim: int = 10  # mocogan: width of the motion code m_t, the GRU's state (MoCoGAN's d_M = 10)
     image_frames: int = 1  # mocogan: frames per clip the image discriminator judges (mean of their logits)
+    # ctvgan (continuous-time generator, vidgan.models.ctvgan)
+    w_dim: int = 128  # width of the mapped content code w
+    mapping_layers: int = 2  # layers of the mapping network z -> w
+    motion_spacing: float = 4.0  # frames between two random motion codes on the time axis
+    sparse_frames: int = 3  # frames per clip that the discriminator sees (and the generator renders in training)
+    fuse_resolution: int = 8  # the discriminator judges frames one by one down to this size, then together
     # Filled from the dataset at train time.
     frames: int = 16
     resolution: int = 64
@@ -58,6 +64,9 @@ class LossConfig(_Strict):
     penalty_every: int = 1  # lazy regularisation: every N D steps, weighted by N
     augment: str = ""  # DiffAugment policy for real and fake clips, e.g. "color,translation,cutout"
     mask_l1: float = 0.0  # videogan-2stream: L1 sparsity prior on the foreground mask (the paper used 0.1)
+
+
+TWO_STAGE_MODELS = ("vqvae", "videogpt")
 
 
 class VQConfig(_Strict):
@@ -131,10 +140,24 @@ class RunConfig(_Strict):
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
-    vq: VQConfig = VQConfig()  # models vqvae / videogpt only
+    vq: VQConfig = VQConfig()  # models vqvae / videogpt only: not written into other runs' config.json
+
+    @property
+    def two_stage(self) -> bool:
+        return self.model.name in TWO_STAGE_MODELS
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
+        exclude = None if self.two_stage else {"vq"}
+        Path(path).write_text(json.dumps(self.model_dump(mode="json", exclude=exclude), indent=2) + "\n")
+
+    def resume_conflict(self, saved: RunConfig) -> str | None:
+        """Which settings differ from a saved run's in a way its weights cannot follow ("model/loss",
+        "model/vq"), or None when this config can continue that run."""
+        if self.two_stage:
+            mutable = {"vqvae_run", "tokens"}
+            same = self.model == saved.model and self.vq.model_dump(exclude=mutable) == saved.vq.model_dump(exclude=mutable)
+            return None if same else "model/vq"
+        return None if self.model == saved.model and self.loss == saved.loss else "model/loss"
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
@@ -145,8 +168,28 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("vidgan.configs").iterdir() if p.name.endswith(".yaml"))
 
 
+def _set(raw: dict, dotted: str, value) -> None:
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
 def load_config(name_or_path: str, overrides: dict | None = None) -> RunConfig:
-    """A preset name (`tiny`) or a YAML file path, with optional nested overrides applied on top."""
+    """A preset name (`tiny`) or a YAML file path, with optional dotted overrides ({"train.steps": 10})
+    applied on top.
+
+    A preset is written for its default model; its `models:` section holds what differs for other
+    models (`models: {videogan: {loss: {name: hinge}}}`), applied when `model.name` (from the preset or
+    the overrides) names one of them."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml", ".json") or path.exists():
         if not path.exists():
@@ -158,12 +201,20 @@ def load_config(name_or_path: str, overrides: dict | None = None) -> RunConfig:
             raise ValueError(f"unknown config preset {name_or_path!r}; presets: {', '.join(preset_names())}, or a YAML path")
         text = preset.read_text()
     raw = yaml.safe_load(text) or {}
-    for dotted, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
+    per_model = raw.pop("models", None) or {}
+    overrides = overrides or {}
+    name = overrides.get("model.name") or (raw.get("model") or {}).get("name") or ModelConfig().name
+    raw = _merge(raw, per_model.get(name) or {})
+    for dotted, value in overrides.items():
+        _set(raw, dotted, value)
+    return RunConfig.model_validate(raw)
+
+
+def with_overrides(cfg: RunConfig, overrides: dict) -> RunConfig:
+    """The config with dotted overrides ({"train.steps": 10, "model.name": "tgan"}) applied and validated."""
+    raw = cfg.model_dump()
+    for dotted, value in overrides.items():
+        _set(raw, dotted, value)
     return RunConfig.model_validate(raw)
 
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from vidgan.config import load_config
 from vidgan.data.prepare import PrepareSettings, prepare
-from vidgan.library.ingest import annotate_manifest, generation_records, ingest_generated
-from vidgan.pipeline import VideoPipeline, save_clips
+from vidgan.generation import generate
 from vidgan.training.loop import train
 
 
@@ -49,13 +48,7 @@ def run_demo(
     result = train(cfg, run_dir, resume=resume, progress=progress, log=log)
     library_dir = out / "library"
     log(f"[3/3] generating 16 clips into {samples_dir} and filing them in the library {library_dir}")
-    pipe = VideoPipeline.from_pretrained(run_dir)
-    call = {"n": 16, "seed": 0}
-    clips = pipe(**call)
-    paths = save_clips(pipe, clips, samples_dir, fmt="mp4", seed=0)
-    records = generation_records(pipe, clips, call, ema=True, run=run_dir, fmt="mp4")
-    annotate_manifest(samples_dir, records)
-    ingest_generated(library_dir, records, paths, fps=pipe.fps, tags=["demo"])
+    generate(run_dir, samples_dir, {"n": 16, "seed": 0}, fmt="mp4", to_library=library_dir, tags=["demo"])
     seconds = time.monotonic() - t0
     log(
         f"done in {seconds:.0f} s ({result.step} training steps).\n"

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from vidgan.config import RunConfig
 from vidgan.data.video_io import to_model, to_uint8
 from vidgan.models.layers import Condition
-from vidgan.models.registry import build_model
-from vidgan.training import checkpoint as ckpt
+from vidgan.models.registry import build_model, model_kind
+from vidgan.run import CheckpointError, generator_weights
 
 
 class VideoPipeline:
@@ -41,40 +42,18 @@ class VideoPipeline:
     def from_pretrained(
         cls, path: str | Path, step: int | None = None, ema: bool = True, device: str | torch.device = "cpu"
     ) -> VideoPipeline:
-        path = Path(path)
-        if (path / "generator.safetensors").is_file() and (path / "config.json").is_file() and not (path / "state.json").is_file():
-            config_path, weights_dir, name, at = path / "config.json", path, "generator", None
-        else:
-            if (path / "state.json").is_file():  # one checkpoint folder: RUN/checkpoints/step_*
-                weights_dir = path
-            elif step is not None:
-                weights_dir = ckpt.checkpoint_dir(path, step)
-                if not weights_dir.is_dir():
-                    have = ", ".join(p.name for p in ckpt.list_checkpoints(path)) or "none"
-                    raise ckpt.CheckpointError(f"{path}: no checkpoint for step {step} (have: {have})")
-            else:
-                weights_dir = ckpt.latest_checkpoint(path)
-                if weights_dir is None:
-                    raise ckpt.CheckpointError(f"{path}: no checkpoint found; train it first (`vidgan train DATA --out {path}`)")
-            config_path = weights_dir.parent.parent / "config.json"
-            name = "generator_ema" if ema else "generator"
-            at = int(weights_dir.name.split("_")[-1])
-        if not config_path.is_file():
-            raise ckpt.CheckpointError(f"{config_path}: missing; a run dir needs the config.json it was trained with")
-        config = RunConfig.load(config_path)
-        if config.model.name == "vqvae":
+        found = generator_weights(path, step, ema)
+        config = found.config
+        if model_kind(config.model.name) == "vqvae":
             raise ValueError(
                 f"{path}: is a VQ-VAE (stage 1 of the two-stage generator) and generates nothing by itself; "
                 f"train a prior on it: vidgan train DATA --model videogpt --vqvae {path} --out PRIOR"
             )
-        if config.model.name == "videogpt":  # prior + VQ-VAE in one module, both in the checkpoint's generator weights
-            from vidgan.models.transformer import TwoStageGenerator
-
-            generator = TwoStageGenerator(config.model, config.vq)
-        else:
-            generator, _ = build_model(config.model)
-        generator.load_state_dict(ckpt.load_weights(weights_dir, name))
-        return cls(generator.to(device), config, source=str(weights_dir), step=at)
+        generator = build_model(config.model, config.vq)[0]  # videogpt: prior + VQ-VAE in one module
+        if not found.file.is_file():
+            raise CheckpointError(f"{found.file}: missing; the checkpoint is incomplete, pass another checkpoint or retrain")
+        generator.load_state_dict(load_file(str(found.file)))
+        return cls(generator.to(device), config, source=str(found.folder), step=found.step)
 
     def save_pretrained(self, path: str | Path) -> Path:
         path = Path(path)
@@ -193,6 +172,7 @@ class VideoPipeline:
         hold: str | None = None,
         temperature: float | None = None,
         top_k: int | None = None,
+        time_scale: float | None = None,
     ) -> np.ndarray:
         """n clips as uint8 (n, T, H, W, C); the same seed (and condition) always gives the same clips.
 
@@ -200,12 +180,37 @@ class VideoPipeline:
         hold: "content" (same subject, n different motions) or "motion" (same motion, n subjects), for
         models that separate the two (mocogan).
         temperature, top_k: token sampling of the two-stage model (videogpt); None keeps the run's vq settings.
+        time_scale: continuous-time models (ctvgan): frame i shows time i * time_scale (0.5: slow motion at
+        twice the frame rate, 2: twice as fast); the same seed keeps the same content and motion path.
         """
-        z = self.noise(n, seed, frames, truncation)
+        times = None
+        if time_scale is not None:
+            if not getattr(self.generator, "continuous_time", False):
+                raise ValueError(f"{self.config.model.name} has no continuous time; --time-scale needs --model ctvgan")
+            if time_scale <= 0:
+                raise ValueError(f"time_scale must be > 0, got {time_scale}")
+            times = torch.arange(frames or self.config.model.frames, dtype=torch.float32) * time_scale
+        span = frames if times is None else math.floor(times[-1].item()) + 1  # the motion codes the clip needs
+        z = self.noise(n, seed, span, truncation)
         if hold is not None:
             z = self.hold(z, hold)
         with self.sampling(temperature, top_k):
-            return self._generate(z, self.make_condition(n, label, first_frame, text), batch_size, frames)
+            return self._generate(z, self.make_condition(n, label, first_frame, text), batch_size, frames, times)
+
+    def replay(self, call: dict, first_frame: np.ndarray | None = None) -> np.ndarray:
+        """The clips of one recorded generate call (vidgan.generation, the library's provenance):
+        n, seed, label, text, frames, truncation, hold, temperature, top_k, batch_size and
+        interpolate = [seed_a, seed_b] (then the n clips morph from one seed's clip to the other's)."""
+        condition = {"label": call.get("label"), "first_frame": first_frame, "text": call.get("text")}
+        if call.get("interpolate"):
+            a, b = call["interpolate"]
+            with self.sampling(call.get("temperature"), call.get("top_k")):
+                return self.interpolate(a, b, steps=call["n"], truncation=call.get("truncation"), **condition)
+        return self(
+            n=call["n"], seed=call.get("seed", 0), batch_size=call.get("batch_size", 16), frames=call.get("frames"),
+            truncation=call.get("truncation"), hold=call.get("hold"), temperature=call.get("temperature"), top_k=call.get("top_k"),
+            time_scale=call.get("time_scale"), **condition,
+        )  # fmt: skip
 
     @contextlib.contextmanager
     def sampling(self, temperature: float | None = None, top_k: int | None = None):
@@ -239,9 +244,13 @@ class VideoPipeline:
             raise ValueError(f"hold must be 'content' or 'motion', got {part!r}")
         return self.generator.join_z(content, motion)
 
-    def _generate(self, z: torch.Tensor, cond: Condition | None, batch_size: int = 16, frames: int | None = None) -> np.ndarray:
+    def _generate(
+        self, z: torch.Tensor, cond: Condition | None, batch_size: int = 16, frames: int | None = None, times: torch.Tensor | None = None
+    ) -> np.ndarray:
         n = len(z)
         extra = {} if frames is None else {"frames": frames}
+        if times is not None:
+            extra = {"times": times}
         out = []
         for i in range(0, n, batch_size):
             c = None if cond is None else cond[i : i + batch_size].to(self.device)
@@ -269,18 +278,9 @@ def load_image(path: str | Path, size: int, channels: int = 3) -> np.ndarray:
 FORMATS = ("mp4", "gif", "webm", "png")
 
 
-def save_clips(
-    pipe: VideoPipeline,
-    clips: np.ndarray,
-    out: str | Path,
-    fmt: str = "mp4",
-    seed: int = 0,
-    grid: bool = True,
-    condition: dict | None = None,
-) -> list[Path]:
-    """Write each clip as OUT/clip_00000.FMT, a grid preview, and generated.json with provenance."""
-    import json
-
+def save_clips(pipe: VideoPipeline, clips: np.ndarray, out: str | Path, fmt: str = "mp4", grid: bool = True) -> list[Path]:
+    """Write each clip as OUT/clip_00000.FMT and, with `grid`, the grid.gif / grid.mp4 previews.
+    (vidgan.generation writes the generated.json that says what they are.)"""
     from vidgan.data.video_io import write_grid, write_video
 
     if fmt not in FORMATS:
@@ -291,14 +291,4 @@ def save_clips(
     if grid:
         write_grid(out / "grid.gif", clips, fps=pipe.fps)
         write_grid(out / "grid.mp4", clips, fps=pipe.fps)
-    manifest = {
-        "source": pipe.source,
-        "step": pipe.step,
-        "model": pipe.config.model.name,
-        "seed": seed,
-        "condition": condition or {},
-        "clips": [{"file": p.name, "index": i} for i, p in enumerate(paths)],
-        "note": "clip i is sample i of VideoPipeline(n=len(clips), seed=seed)",
-    }
-    (out / "generated.json").write_text(json.dumps(manifest, indent=1))
     return paths

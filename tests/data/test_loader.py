@@ -10,7 +10,7 @@ from test_prepare import video_folder  # noqa: F401  (fixture)
 
 from vidgan.data.clips import ClipDataset, ClipLoader, default_loader_workers
 from vidgan.data.prepare import PrepareSettings, prepare
-from vidgan.training.loop import BatchOrder
+from vidgan.training.common import BatchOrder
 
 
 def _expected(data, order, lo, hi, steps):

@@ -180,7 +180,7 @@ def test_gallery_in_a_real_browser(browser, library_root, tmp_path):
         saved = tmp_path / "one.mp4"
         download.value.save_as(saved)
         with Library.open(library_root) as lib, lib.session() as s:
-            from vidgan.library.catalog import get_clip
+            from vidgan.library.queries import get_clip
 
             assert saved.read_bytes() == (library_root / get_clip(s, 2).path).read_bytes()
         assert errors == []
@@ -198,6 +198,6 @@ def test_tag_editing_in_the_browser_with_allow_edit(browser, library_root, tmp_p
         page.screenshot(path=str(tmp_path / "edit.png"))
         page.close()
     with Library.open(library_root) as lib, lib.session() as s:
-        from vidgan.library.catalog import get_clip
+        from vidgan.library.queries import get_clip
 
         assert [t.tag for t in get_clip(s, 3).tags] == ["keeper"]

@@ -4,26 +4,23 @@ clips with provenance, then every filter, sort and page of the query; schema upg
 import json
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
 from vidgan.library.catalog import (
     SCHEMA_VERSION,
     Clip,
-    ClipQuery,
     Library,
     LibraryError,
     Provenance,
     SchemaVersion,
-    clip_dict,
     create_catalog,
-    facets,
-    find_clips,
-    get_clip,
     make_engine,
     schema_version,
 )
-from vidgan.library.ingest import Ingester, collect_garbage, edit_tags, soft_delete
+from vidgan.library.ingest import Ingester
+from vidgan.library.maintenance import collect_garbage, edit_tags, soft_delete
+from vidgan.library.queries import ClipQuery, clip_dict, facets, find_clips, get_clip
 
 # (model, label, label_name, caption, tags, scores) for six different clips
 CLIPS = [
@@ -159,11 +156,14 @@ def test_schema_upgrade_from_version_1(tmp_path, clip_files):
         s.commit()
     engine.dispose()
 
-    with Library.open(root) as lib:  # opening upgrades: version 2 adds the FTS5 index, filled from the old rows
-        assert schema_version(lib.engine) == SCHEMA_VERSION == 2 and lib.fts
+    assert {"collections", "collection_clips"} <= set(inspect(make_engine(Library.url_for(root))).get_table_names())
+    with Library.open(root) as lib:  # opening upgrades: 2 adds the FTS5 index, filled from the old rows; 3 drops unused tables
+        assert schema_version(lib.engine) == SCHEMA_VERSION == 3 and lib.fts
         with lib.session() as s:
-            assert [v.version for v in s.execute(select(SchemaVersion).order_by(SchemaVersion.version)).scalars()] == [1, 2]
+            assert [v.version for v in s.execute(select(SchemaVersion).order_by(SchemaVersion.version)).scalars()] == [1, 2, 3]
         assert len(ids_of(lib, text="waves")) == 1 and ids_of(lib, text="ocean") == []
+        tables = set(inspect(lib.engine).get_table_names())
+        assert "clips" in tables and not {"collections", "collection_clips"} & tables
 
     with Library.open(root) as lib, lib.session() as s:  # a library from a newer vidgan is refused, not damaged
         s.add(SchemaVersion(version=99, description="from the future"))

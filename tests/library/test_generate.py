@@ -8,11 +8,13 @@ import pytest
 from typer.testing import CliRunner
 
 from vidgan.cli import app as main_app
-from vidgan.library.catalog import ClipQuery, Library, LibraryError, find_clips, get_clip
+from vidgan.library.catalog import Library, LibraryError
 from vidgan.library.cli import app as library_app
-from vidgan.library.ingest import frames_hash, regenerate, sha256_file
+from vidgan.library.hashing import frames_hash, sha256_file
+from vidgan.library.provenance import regenerate
+from vidgan.library.queries import ClipQuery, find_clips, get_clip
 from vidgan.pipeline import VideoPipeline
-from vidgan.training import checkpoint as ckpt
+from vidgan.run import Run
 
 runner = CliRunner()
 
@@ -45,7 +47,7 @@ def test_generate_to_library_records_provenance_and_regenerates(class_run, tmp_p
     with Library.open(lib_dir) as lib, lib.session() as s:
         total, clips = find_clips(lib, s, ClipQuery(sort="id"))
         assert total == 5
-        weights = ckpt.latest_checkpoint(class_run) / "generator_ema.safetensors"
+        weights = Run(class_run).latest() / "generator_ema.safetensors"
         for i, clip in enumerate(clips):
             p = clip.provenance
             assert (p.model, p.step, p.seed, p.n, p.index, p.truncation, p.ema) == ("videogan", 2, 7, 5, i, 1.5, True)
@@ -70,7 +72,7 @@ def test_generate_to_library_records_provenance_and_regenerates(class_run, tmp_p
     shutil.copytree(class_run, moved)
     result = runner.invoke(library_app, ["regenerate", str(lib_dir), str(clip_id), "--run", str(moved)])
     assert result.exit_code == 0, result.output  # a run that moved: same weights, found by --run
-    weights_copy = ckpt.latest_checkpoint(moved) / "generator_ema.safetensors"
+    weights_copy = Run(moved).latest() / "generator_ema.safetensors"
     weights_copy.write_bytes(weights_copy.read_bytes()[:-4] + b"\0\0\0\0")
     result = runner.invoke(library_app, ["regenerate", str(lib_dir), str(clip_id), "--run", str(moved)])
     assert result.exit_code == 1 and "not the checkpoint the clip was made with" in result.output
@@ -149,7 +151,8 @@ def test_clip_without_provenance_cannot_be_regenerated(clip_files, tmp_path):
 def test_run_scores_and_first_frames_are_filed(class_run, tmp_path):
     """Scores of the checkpoint (RUN/metrics.jsonl, when an evaluation wrote one) go with its clips;
     a first frame is kept losslessly in the library so re-generation does not need the original image."""
-    from vidgan.library.ingest import _store_asset, load_asset, run_scores
+    from vidgan.library.provenance import run_scores
+    from vidgan.library.store import load_asset, store_asset
 
     run = tmp_path / "run"
     shutil.copytree(class_run, run)
@@ -183,5 +186,5 @@ def test_run_scores_and_first_frames_are_filed(class_run, tmp_path):
         rng = np.random.default_rng(0)
         for channels in (1, 3):
             frame = rng.integers(0, 256, (32, 32, channels), dtype=np.uint8)
-            _store_asset(lib, frame)
+            store_asset(lib, frame)
             assert np.array_equal(load_asset(lib, frames_hash(frame[None]), channels), frame)

@@ -11,16 +11,11 @@ from PIL import Image
 
 from vidgan.data.video_io import read_video, write_video
 from vidgan.library import ingest
-from vidgan.library.catalog import ClipQuery, Library, find_clips, get_clip
-from vidgan.library.ingest import (
-    DEFAULT_THRESHOLD,
-    Ingester,
-    check_library,
-    frames_hash,
-    perceptual_hash,
-    phash_distance,
-    sha256_file,
-)
+from vidgan.library.catalog import Library
+from vidgan.library.hashing import frames_hash, perceptual_hash, phash_distance, sha256_file
+from vidgan.library.ingest import DEFAULT_THRESHOLD, Ingester
+from vidgan.library.maintenance import check_library
+from vidgan.library.queries import ClipQuery, find_clips, get_clip
 
 
 def store_files(lib: Library) -> set[str]:
@@ -97,7 +92,7 @@ def test_reencoded_clip_is_a_duplicate_and_different_clips_are_not(lib, mnist_cl
     assert not list((lib.store / "tmp").iterdir())
 
 
-@pytest.mark.parametrize("where", ["_insert_rows", "_place_files"])
+@pytest.mark.parametrize("where", ["insert_rows", "place_files"])
 def test_exception_mid_ingest_leaves_a_consistent_library(backend_lib, clip_files, monkeypatch, where):
     lib = backend_lib
     Ingester(lib).add_file(clip_files[0])
@@ -141,13 +136,13 @@ def _forked(target, *args) -> multiprocessing.Process:
 
 
 def _ingest_then_die(root, path):
-    original = ingest._place_files
+    original = ingest.place_files
 
     def die(*args, **kwargs):
         original(*args, **kwargs)
         os._exit(17)  # killed between placing the files and committing the rows
 
-    ingest._place_files = die
+    ingest.place_files = die
     Ingester(Library.open(root)).add_file(path)
 
 

@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from conftest import tiny_config
+from helpers import tiny_config
 from vidgan.metrics.cli import evaluate
 from vidgan.training.loop import train
 
@@ -176,13 +176,12 @@ def test_fvd_with_user_weights_and_n_in_the_name(tiny_run, mnist_data, tmp_path)
 def test_folders_and_datasets_on_either_side(tiny_run, mnist_data, tmp_path):
     from vidgan.data.clips import ClipDataset
     from vidgan.data.video_io import write_video
+    from vidgan.generation import generate
     from vidgan.metrics.evaluate import EvalOptions
     from vidgan.metrics.evaluate import evaluate as run_evaluate
-    from vidgan.pipeline import VideoPipeline, save_clips
 
-    pipe = VideoPipeline.from_pretrained(tiny_run)
     generated = tmp_path / "generated"
-    save_clips(pipe, pipe(n=6, seed=0), generated, fmt="mp4")  # also writes grid.gif / grid.mp4, which are not clips
+    generate(tiny_run, generated, {"n": 6, "seed": 0}, fmt="mp4")  # also writes grid.gif / grid.mp4, which are not clips
     real_videos = tmp_path / "real_videos"
     for i, clip in enumerate(ClipDataset(mnist_data).get_batch(range(6))[0].numpy()):
         write_video(real_videos / f"real_{i}.mp4", clip, fps=8)
@@ -230,8 +229,9 @@ def test_fid_and_is_from_frames_with_user_inception_weights(mnist_data, tmp_path
     import torch
 
     from vidgan.data.clips import ClipDataset
-    from vidgan.metrics.evaluate import ArraySource, EvalOptions, compute
+    from vidgan.metrics.evaluate import EvalOptions, compute
     from vidgan.metrics.fid import InceptionV3, save_inception
+    from vidgan.metrics.sources import ArraySource
 
     torch.manual_seed(0)
     net = InceptionV3(width=0.0625).eval()

@@ -175,7 +175,8 @@ def test_c3d_torchscript_and_safetensors_give_the_module_s_outputs(c3d_files):
 
 
 def test_video_inception_score_is_one_for_a_repeated_clip_and_higher_for_varied_clips(c3d_files):
-    from vidgan.metrics.evaluate import ArraySource, EvalOptions, compute
+    from vidgan.metrics.evaluate import EvalOptions, compute
+    from vidgan.metrics.sources import ArraySource
 
     _, root = c3d_files
     colours = np.random.default_rng(1).integers(0, 256, size=(20, 1, 1, 1, 3), dtype=np.uint8)

@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from vidgan.metrics import evaluate as ev
+from vidgan.metrics import extraction
 from vidgan.metrics.diversity import feature_diversity
-from vidgan.metrics.evaluate import ArraySource, DatasetSource, EvalOptions, compute
+from vidgan.metrics.evaluate import EvalOptions, compute
 from vidgan.metrics.precision_recall import prdc
 from vidgan.metrics.registry import parse_metric, parse_metrics
+from vidgan.metrics.sources import ArraySource, DatasetSource
 
 
 def test_metric_names_carry_the_protocol():
@@ -74,8 +76,10 @@ def test_real_statistics_are_cached_and_keyed_by_dataset_and_protocol(mnist_data
     from vidgan.data.prepare import PrepareSettings, prepare
 
     calls = []
-    real_extract = ev.extract
-    monkeypatch.setattr(ev, "extract", lambda *a, **k: calls.append(a[0].kind) or real_extract(*a, **k))
+    real_extract = extraction.extract
+    counting = lambda *a, **k: calls.append(a[0].kind) or real_extract(*a, **k)  # noqa: E731
+    monkeypatch.setattr(ev, "extract", counting)  # the generated side
+    monkeypatch.setattr(extraction, "extract", counting)  # the real side (real_features)
     fake = ArraySource(np.random.default_rng(0).integers(0, 256, size=(4, 8, 32, 32, 1), dtype=np.uint8))
     options = EvalOptions(metrics="fd_effnet", n=4, effnet_size=32, progress=False, cache_dir=tmp_path / "cache")
 
@@ -112,7 +116,7 @@ def _gather_worker(rank, world, port, clips, queue):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     source = ArraySource(clips)
     refs = source.plan(7, 4, seed=0)
-    stats = ev.extract(source, refs, 4, _PixelMeans(), ("video",), 8, keep=True, progress=False, rank=rank, world=world)
+    stats = extraction.extract(source, refs, 4, _PixelMeans(), ("video",), 8, keep=True, progress=False, rank=rank, world=world)
     queue.put((rank, stats["video"].features))
     dist.destroy_process_group()
 
@@ -121,7 +125,7 @@ def test_features_gathered_across_processes_equal_one_process():
     clips = np.random.default_rng(2).integers(0, 256, size=(9, 6, 8, 8, 1), dtype=np.uint8)
     source = ArraySource(clips)
     refs = source.plan(7, 4, seed=0)
-    single = ev.extract(source, refs, 4, _PixelMeans(), ("video",), 8, keep=True, progress=False)["video"].features
+    single = extraction.extract(source, refs, 4, _PixelMeans(), ("video",), 8, keep=True, progress=False)["video"].features
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

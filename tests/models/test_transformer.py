@@ -6,16 +6,9 @@ import torch
 from vidgan.models.layers import Condition
 from vidgan.models.transformer import Prior, sample_from_logits
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 GRID = (2, 3, 3)  # 18 tokens
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: thread hand-offs cost more than a second core gives on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_prior(**kw):

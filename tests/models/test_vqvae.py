@@ -4,25 +4,9 @@ import pytest
 import torch
 
 from vidgan.models.vqvae import VQVAE, Codebook, downsample_steps, psnr
+from vidgan.run import Run
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: thread hand-offs cost more than a second core gives on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def mnist16(tmp_path_factory):
-    """32 Moving MNIST clips of 8x16x16."""
-    from vidgan.data.prepare import PrepareSettings, prepare
-
-    out = tmp_path_factory.mktemp("mnist16") / "data"
-    prepare("builtin:moving-mnist", out, PrepareSettings(size=16, frames=8), n=32, seed=0, progress=False, log=lambda s: None)
-    return out
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize(
@@ -70,7 +54,7 @@ def test_codebook_follows_its_clusters_by_ema_and_restarts_dead_codes():
 
 def test_vqvae_learns_to_reconstruct_a_tiny_dataset(mnist16, tmp_path):
     """32 Moving MNIST clips of 8x16x16, 150 steps: well above the best constant clip, many codes in use."""
-    from conftest import read_log, tiny_config
+    from helpers import tiny_config
     from vidgan.data.clips import ClipDataset
     from vidgan.data.video_io import to_model
     from vidgan.training.loop import train
@@ -94,7 +78,7 @@ def test_vqvae_learns_to_reconstruct_a_tiny_dataset(mnist16, tmp_path):
     untrained = psnr(x, VQVAE.from_config(cfg.model, cfg.vq).eval()(x)[0].detach())
     assert recon_psnr > best_constant + 2.0 and recon_psnr > untrained + 8, (recon_psnr, best_constant, untrained)
     assert len(codes.unique()) >= 32  # of 128
-    log = read_log(tmp_path / "vq")
+    log = Run(tmp_path / "vq").read_log()
     last = log[-1]
     assert last["ema_updates"] == 150 and last["restarts"] > 0 and last["codes_used"] >= 16
     assert {"psnr", "perplexity", "recon", "commitment"} <= set(last) and last["perplexity"] > 8

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from conftest import tiny_config
+from helpers import tiny_config
 from vidgan.config import load_config
 from vidgan.data.clips import ClipDataset
 from vidgan.metrics.pixel_stats import pixel_statistics_distance

@@ -8,10 +8,10 @@ import sys
 import pytest
 import torch
 
-from conftest import read_log, tiny_config
+from helpers import tiny_config
 from vidgan.config import RunConfig
 from vidgan.models.registry import build_model
-from vidgan.training import checkpoint as ckpt
+from vidgan.run import Run, load_weights
 
 TORCHRUN = shutil.which("torchrun")
 
@@ -34,7 +34,7 @@ def test_two_process_ddp_matches_one_process(mnist_data, tmp_path):
     _run([str(mnist_data), "--config", str(cfg_path), "--out", str(single)], nproc=0)
     _run([str(mnist_data), "--config", str(cfg_path), "--out", str(double)], nproc=2)
 
-    a, b = read_log(single), read_log(double)
+    a, b = Run(single).read_log(), Run(double).read_log()
     assert [r["step"] for r in b] == list(range(1, 7))
     for ra, rb in zip(a, b):
         assert rb["loss_d"] == pytest.approx(ra["loss_d"], rel=1e-3, abs=1e-4)
@@ -45,8 +45,8 @@ def test_two_process_ddp_matches_one_process(mnist_data, tmp_path):
     saved = RunConfig.load(single / "config.json")
     torch.manual_seed(saved.train.seed)
     w0 = build_model(saved.model)[0].state_dict()
-    wa = ckpt.load_weights(ckpt.latest_checkpoint(single), "generator")
-    wb = ckpt.load_weights(ckpt.latest_checkpoint(double), "generator")
+    wa = load_weights(Run(single).latest(), "generator")
+    wb = load_weights(Run(double).latest(), "generator")
     for key in wa:
         if wa[key].is_floating_point() and "running" not in key:
             moved = (wa[key] - w0[key]).abs().max()
@@ -83,4 +83,4 @@ def test_two_node_rendezvous_on_localhost(mnist_data, tmp_path):
     assert all(p.returncode == 0 for p in procs), outs
     written = [r for r in runs if (r / "log.jsonl").exists()]
     assert len(written) == 1  # exactly one process was rank 0
-    assert [x["step"] for x in read_log(written[0])] == [1, 2, 3]
+    assert [x["step"] for x in Run(written[0]).read_log()] == [1, 2, 3]

@@ -3,7 +3,8 @@
 import pytest
 from test_ddp import TORCHRUN, _run
 
-from conftest import read_log, tiny_config
+from helpers import tiny_config
+from vidgan.run import Run
 from vidgan.training.loop import train
 
 
@@ -18,11 +19,11 @@ def test_two_process_checkpoint_resumes_on_one_process(mnist_data, tmp_path):
     _run([str(mnist_data), "--config", str(cfg_path), "--out", str(run), "--steps", "2"], nproc=2)
     proc = _run(["--resume", "--out", str(run), "--steps", "4"], nproc=0)
     assert "saved by 2 processes, continuing on 1" in proc.stdout + proc.stderr
-    log = read_log(run)
+    log = Run(run).read_log()
     assert [r["step"] for r in log] == [1, 2, 3, 4]
 
     ref = tmp_path / "ref"
     train(tiny_config(mnist_data, **{"train.steps": 4, "train.batch_size": 8}), ref, progress=False, log=lambda s: None)
-    for ra, rb in zip(read_log(ref), log):
+    for ra, rb in zip(Run(ref).read_log(), log):
         assert rb["loss_d"] == pytest.approx(ra["loss_d"], rel=1e-3, abs=1e-4)
         assert rb["loss_g"] == pytest.approx(ra["loss_g"], rel=1e-3, abs=1e-4)

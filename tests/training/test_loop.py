@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import read_log, tiny_config
+from helpers import tiny_config
 from vidgan.data.clips import ClipDataset
 from vidgan.metrics.pixel_stats import pixel_statistics_distance
 from vidgan.pipeline import VideoPipeline
-from vidgan.training import checkpoint as ckpt
+from vidgan.run import Run, RunDirError, load_weights
 from vidgan.training import losses
-from vidgan.training.loop import BatchOrder, NonFiniteLossError, RunDirError, train
+from vidgan.training.common import BatchOrder, NonFiniteLossError
+from vidgan.training.loop import train
 
 
 def _distance_after(run, real, steps, data, **overrides):
@@ -42,13 +43,13 @@ def test_resume_continues_the_same_run(mnist_data, tmp_path):
     train(tiny_config(mnist_data, **{"train.steps": 6, **extra}), part, progress=False, log=lambda s: None)
     result = train(tiny_config(mnist_data, **{"train.steps": 12, **extra}), part, resume=True, progress=False, log=lambda s: None)
     assert result.step == 12
-    a, b = read_log(full), read_log(part)
+    a, b = Run(full).read_log(), Run(part).read_log()
     assert [r["step"] for r in b] == list(range(1, 13))
     for ra, rb in zip(a, b):
         assert ra["loss_d"] == pytest.approx(rb["loss_d"], abs=1e-5)
         assert ra["loss_g"] == pytest.approx(rb["loss_g"], abs=1e-5)
-    wa = ckpt.load_weights(ckpt.latest_checkpoint(full), "generator_ema")
-    wb = ckpt.load_weights(ckpt.latest_checkpoint(part), "generator_ema")
+    wa = load_weights(Run(full).latest(), "generator_ema")
+    wb = load_weights(Run(part).latest(), "generator_ema")
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
 
 
@@ -83,21 +84,21 @@ def test_resume_after_sigkill(mnist_data, tmp_path):
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while len(ckpt.list_checkpoints(run)) < 2 and time.monotonic() < deadline:
+    while len(Run(run).checkpoints()) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.37)  # land somewhere inside a step or a checkpoint write
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    last = ckpt.latest_checkpoint(run)
+    last = Run(run).latest()
     assert last is not None
     resumed_from = json.loads((last / "state.json").read_text())["step"]
     target = resumed_from + 4
     subprocess.run(cmd[:-1] + ["--resume", "--steps", str(target), "--no-progress"], check=True, capture_output=True)
-    log = read_log(run)
+    log = Run(run).read_log()
     assert [r["step"] for r in log] == list(range(1, target + 1))
     ref = tmp_path / "ref"
     train(tiny_config(mnist_data, **{"train.steps": target}), ref, progress=False, log=lambda s: None)
-    for ra, rb in zip(read_log(ref)[resumed_from:], log[resumed_from:]):
+    for ra, rb in zip(Run(ref).read_log()[resumed_from:], log[resumed_from:]):
         assert ra["loss_d"] == pytest.approx(rb["loss_d"], abs=1e-4)
 
 
@@ -120,7 +121,7 @@ def test_time_budget_stops_with_a_checkpoint(mnist_data, tmp_path):
         tiny_config(mnist_data, **{"train.steps": 10**6, "train.time_budget": 1.0}), tmp_path / "b", progress=False, log=lambda s: None
     )
     assert result.stopped == "time_budget" and 0 < result.step < 10**6
-    assert ckpt.latest_checkpoint(tmp_path / "b").name == f"step_{result.step:09d}"
+    assert Run(tmp_path / "b").latest().name == f"step_{result.step:09d}"
     assert (tmp_path / "b" / "samples" / f"step_{result.step:09d}.gif").is_file()
 
 
@@ -150,15 +151,15 @@ def test_ctrl_c_checkpoints_and_stops_cleanly(mnist_data, tmp_path):
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
-    while ckpt.latest_checkpoint(run) is None and time.monotonic() < deadline:
+    while Run(run).latest() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=60)[0]
     assert proc.returncode == 0, output
     assert "interrupted" in output and "--resume" in output
-    steps = [r["step"] for r in read_log(run)]
-    assert ckpt.latest_checkpoint(run).name == f"step_{steps[-1]:09d}"  # the last finished step was saved
+    steps = [r["step"] for r in Run(run).read_log()]
+    assert Run(run).latest().name == f"step_{steps[-1]:09d}"  # the last finished step was saved
 
 
 @pytest.mark.parametrize(
@@ -173,11 +174,11 @@ def test_ctrl_c_checkpoints_and_stops_cleanly(mnist_data, tmp_path):
 def test_every_loss_and_penalty_trains_without_nan(mnist_data, tmp_path, loss):
     result = train(tiny_config(mnist_data, **{"train.steps": 4, **loss}), tmp_path / "r", progress=False, log=lambda s: None)
     assert result.step == 4 and np.isfinite(result.loss_d) and np.isfinite(result.loss_g)
-    assert all(np.isfinite(r["loss_d"]) for r in read_log(tmp_path / "r"))
+    assert all(np.isfinite(r["loss_d"]) for r in Run(tmp_path / "r").read_log())
 
 
 def test_lr_schedules():
-    from vidgan.training.loop import lr_factor
+    from vidgan.training.common import lr_factor
 
     assert [lr_factor("constant", s, 10, 0) for s in (0, 9)] == [1.0, 1.0]
     assert lr_factor("linear", 0, 10, 0) == 1.0 and lr_factor("linear", 5, 10, 0) == pytest.approx(0.5)

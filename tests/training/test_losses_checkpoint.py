@@ -4,6 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from vidgan.run import CheckpointError, Run, load_state, load_weights
 from vidgan.training import checkpoint as ckpt
 from vidgan.training.losses import d_loss_nonsat, g_loss_nonsat, get_loss
 
@@ -26,8 +27,8 @@ def test_optimizer_state_round_trips_through_safetensors(tmp_path):
         model(torch.randn(4, 3)).pow(2).sum().backward()
         opt.step()
     tensors, meta = ckpt.optimizer_to_flat(opt, "opt")
-    path = ckpt.save_checkpoint(tmp_path, 3, {"model": model.state_dict()}, tensors, {"opt": meta})
-    state, loaded = ckpt.load_state(path)
+    path = Run(tmp_path).save_checkpoint(3, {"model": model.state_dict()}, tensors, {"opt": meta})
+    state, loaded = load_state(path)
     clone = torch.nn.Linear(3, 2)
     opt2 = torch.optim.Adam(clone.parameters(), lr=0.1)
     ckpt.optimizer_from_flat(opt2, "opt", loaded, state["opt"])
@@ -42,13 +43,13 @@ def test_optimizer_state_round_trips_through_safetensors(tmp_path):
 def test_checkpoints_are_atomic_and_pruned(tmp_path):
     w = {"g": {"x": torch.zeros(2)}}
     for step in (10, 20, 30, 40):
-        ckpt.save_checkpoint(tmp_path, step, w, {}, {}, keep=2)
-    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_000000030", "step_000000040"]
+        Run(tmp_path).save_checkpoint(step, w, {}, {}, keep=2)
+    assert [p.name for p in Run(tmp_path).checkpoints()] == ["step_000000030", "step_000000040"]
     # A checkpoint folder without state.json (half written by older tools, or by hand) is never trusted.
     (tmp_path / "checkpoints" / "step_000000050").mkdir()
     (tmp_path / "checkpoints" / ".tmp-step_000000060-999999").mkdir()
-    assert ckpt.latest_checkpoint(tmp_path).name == "step_000000040"
-    ckpt.save_checkpoint(tmp_path, 60, w, {}, {}, keep=2)
+    assert Run(tmp_path).latest().name == "step_000000040"
+    Run(tmp_path).save_checkpoint(60, w, {}, {}, keep=2)
     assert not (tmp_path / "checkpoints" / ".tmp-step_000000060-999999").exists()
-    with pytest.raises(ckpt.CheckpointError, match="incomplete"):
-        ckpt.load_weights(ckpt.latest_checkpoint(tmp_path), "discriminator")
+    with pytest.raises(CheckpointError, match="incomplete"):
+        load_weights(Run(tmp_path).latest(), "discriminator")

@@ -6,15 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import read_log, tiny_config
+from helpers import tiny_config
 from vidgan.config import TrainConfig, load_config
 from vidgan.data.clips import ClipDataset
 from vidgan.metrics.pixel_stats import pixel_statistics_distance
 from vidgan.models.registry import build_model
 from vidgan.pipeline import VideoPipeline
-from vidgan.training import checkpoint as ckpt
+from vidgan.run import Run, load_weights
 from vidgan.training import speed
-from vidgan.training.loop import StepSettings, gan_step, train
+from vidgan.training.gan import StepSettings, gan_step
+from vidgan.training.loop import train
 from vidgan.training.speed import SpeedPlan, StepPrecision, resolve_speed
 
 CPU = torch.device("cpu")
@@ -172,15 +173,15 @@ def test_bf16_channels_last_run_resumes_exactly(mnist_data, tmp_path):
     train(tiny_config(mnist_data, **{"train.steps": 6, "train.checkpoint_every": 3, **extra}), full, progress=False, log=_quiet())
     train(tiny_config(mnist_data, **{"train.steps": 3, **extra}), part, progress=False, log=_quiet())
     train(tiny_config(mnist_data, **{"train.steps": 6, **extra}), part, resume=True, progress=False, log=_quiet())
-    a, b = read_log(full), read_log(part)
+    a, b = Run(full).read_log(), Run(part).read_log()
     assert [r["step"] for r in b] == [2, 3, 4, 6]  # every 2nd step, and the last step of each run
     by_step = {r["step"]: r for r in b}
     assert [r["step"] for r in a] == [2, 4, 6]
     for ra in a:
         rb = by_step[ra["step"]]
         assert ra["loss_d"] == pytest.approx(rb["loss_d"], abs=1e-6) and ra["loss_g"] == pytest.approx(rb["loss_g"], abs=1e-6)
-    wa = ckpt.load_weights(ckpt.latest_checkpoint(full), "generator")
-    wb = ckpt.load_weights(ckpt.latest_checkpoint(part), "generator")
+    wa = load_weights(Run(full).latest(), "generator")
+    wb = load_weights(Run(part).latest(), "generator")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -202,7 +203,7 @@ def test_compile_failure_warns_once_and_trains_eager(mnist_data, tmp_path, monke
     monkeypatch.setattr(torch, "compile", broken_compile)
     lines = []
     result = train(tiny_config(mnist_data, **{"train.steps": 3, "train.compile": True}), tmp_path / "c", progress=False, log=_quiet(lines))
-    assert result.step == 3 and all(r["loss_d"] == r["loss_d"] for r in read_log(tmp_path / "c"))
+    assert result.step == 3 and all(r["loss_d"] == r["loss_d"] for r in Run(tmp_path / "c").read_log())
     warnings = [ln for ln in lines if "torch.compile failed" in ln]
     assert len(warnings) == 1 and "backend exploded" in warnings[0] and "eager" in warnings[0]
     assert any("compile on" in ln for ln in lines)

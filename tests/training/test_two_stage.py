@@ -10,31 +10,16 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from conftest import tiny_config
+from helpers import tiny_config
 from vidgan.cli import app
-from vidgan.data.prepare import PrepareSettings, prepare
 from vidgan.pipeline import VideoPipeline
-from vidgan.training import checkpoint as ckpt
+from vidgan.run import Run
 from vidgan.training.loop import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 runner = CliRunner()
 QUIET = {"progress": False, "log": lambda s: None}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: thread hand-offs cost more than a second core gives on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def mnist16(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mnist16") / "data"
-    prepare("builtin:moving-mnist", out, PrepareSettings(size=16, frames=8), n=32, seed=0, progress=False, log=lambda s: None)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +52,8 @@ def test_tokenize_writes_the_token_grids(vq_run, mnist16, tmp_path):
 
 
 def test_prior_run_works_like_a_gan_run(vq_run, mnist16, tmp_path):
-    from vidgan.library.catalog import ClipQuery, Library, find_clips
+    from vidgan.library.catalog import Library
+    from vidgan.library.queries import ClipQuery, find_clips
     from vidgan.metrics.evaluate import EvalOptions, evaluate
 
     moved_vq = tmp_path / "vq"
@@ -160,7 +146,7 @@ def test_prior_run_works_like_a_gan_run(vq_run, mnist16, tmp_path):
 
 
 def _weights(run, name):
-    return load_file(str(ckpt.latest_checkpoint(run) / f"{name}.safetensors"))
+    return load_file(str(Run(run).latest() / f"{name}.safetensors"))
 
 
 @pytest.mark.parametrize("stage", ["vqvae", "vqvae-adversarial", "videogpt"])
@@ -212,23 +198,22 @@ def test_class_prior_takes_its_labels(vq_run, mnist16, tmp_path):
 def test_vqvae_patch_adversarial_term(mnist16, tmp_path):
     """The critic starts at vq.adversarial_start, learns to tell clips from reconstructions, and its
     term reaches the VQ-VAE (whose weights then differ from a run without it)."""
-    from conftest import read_log
-    from vidgan.training.loop import RunDirError
+    from vidgan.run import RunDirError
 
     base = {"model.name": "vqvae", "train.steps": 40, "vq.adversarial_width": 8}
     train(tiny_config(mnist16, **base, **{"vq.adversarial": 0.5, "vq.adversarial_start": 10}), tmp_path / "adv", **QUIET)
     train(tiny_config(mnist16, **base, **{"vq.adversarial": 0.5, "vq.adversarial_start": 1000}), tmp_path / "never", **QUIET)
     train(tiny_config(mnist16, **base), tmp_path / "plain", **QUIET)
-    log = read_log(tmp_path / "adv")
+    log = Run(tmp_path / "adv").read_log()
     assert all("adv_d" not in r for r in log if r["step"] <= 10) and all("adv_d" in r for r in log if r["step"] > 10)
     late = [r for r in log if r["step"] > 30]
     assert np.mean([r["critic_real"] - r["critic_fake"] for r in late]) > 0  # it tells real clips from reconstructions
     assert np.mean([r["adv_d"] for r in late]) < 2.0  # below the hinge loss of a critic that cannot tell (2)
-    assert "critic.safetensors" in {p.name for p in ckpt.latest_checkpoint(tmp_path / "adv").iterdir()}
+    assert "critic.safetensors" in {p.name for p in Run(tmp_path / "adv").latest().iterdir()}
     # same critic built in both, used in one: the term is what changes the VQ-VAE
     a, b = _weights(tmp_path / "adv", "vqvae"), _weights(tmp_path / "never", "vqvae")
     assert not torch.equal(a["decoder.net.0.weight"], b["decoder.net.0.weight"])
-    assert all("adv_d" not in r for r in read_log(tmp_path / "never"))
+    assert all("adv_d" not in r for r in Run(tmp_path / "never").read_log())
     with pytest.raises(RunDirError, match="model/vq settings differ"):
         train(tiny_config(mnist16, **{**base, "train.steps": 50, "vq.adversarial": 0.5}), tmp_path / "plain", resume=True, **QUIET)
     with pytest.raises(ValueError, match="vq.adversarial must be >= 0"):

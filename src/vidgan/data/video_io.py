@@ -24,15 +24,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
-import torch
 from av.video.reformatter import Interpolation, VideoReformatter
 from PIL import Image
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mov", ".mkv", ".gif", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+if TYPE_CHECKING:
+    import torch
 WRITE_SUFFIXES = (".mp4", ".webm", ".gif", ".png")
 
 # A folder of frames carries no timing; it plays at this rate. Also used for the rare
@@ -401,6 +404,8 @@ def write_grid(path, clips, nrow: int | None = None, fps: float = 8.0, pad: int 
 
 
 # ----------------------------------------------------------------------------- model layout
+# torch is imported here, where tensors are made, not with the module: the library's commands decode
+# and hash video files without loading torch (seconds of start-up).
 
 
 def to_model(clips) -> torch.Tensor:
@@ -408,6 +413,8 @@ def to_model(clips) -> torch.Tensor:
 
     Move a uint8 batch to the GPU first and convert there: it is 4x less to copy.
     """
+    import torch
+
     if isinstance(clips, np.ndarray):
         # torch warns on read-only arrays (memmaps); a uint8 copy is cheap next to the float result
         clips = torch.from_numpy(clips if clips.flags.writeable else clips.copy())
@@ -419,6 +426,8 @@ def to_model(clips) -> torch.Tensor:
 
 def to_uint8(videos: torch.Tensor) -> np.ndarray:
     """float (B, C, T, H, W) in [-1, 1] (clamped) -> uint8 numpy (B, T, H, W, C); inverts to_model exactly."""
+    import torch
+
     if videos.ndim != 5:
         raise ValueError(f"expected videos (B, C, T, H, W), got shape {tuple(videos.shape)}")
     levels = videos.detach().float().clamp(-1.0, 1.0).add(1.0).mul(127.5).round().to(torch.uint8)

@@ -7,28 +7,11 @@ from pathlib import Path
 
 import typer
 
+from vidgan.errors import fail, known_errors
+
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="A library of generated clips: provenance, search, duplicates, export, a web gallery."
 )
-
-
-def _fail(message) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _errors() -> tuple[type[Exception], ...]:
-    import sys
-
-    from vidgan.library.catalog import LibraryError
-
-    # Errors of modules the command has not imported cannot have been raised: importing them here
-    # would load torch (seconds) for commands that never touch a codec or a checkpoint (ls, tag, rm).
-    others = [
-        getattr(sys.modules.get(module), name, None)
-        for module, name in [("vidgan.data.video_io", "VideoError"), ("vidgan.training.checkpoint", "CheckpointError")]
-    ]
-    return (LibraryError, *(e for e in others if e is not None), ValueError, FileNotFoundError)
 
 
 def _open(lib: Path):
@@ -38,7 +21,7 @@ def _open(lib: Path):
 
 
 def _query(model, label, text, tag, min_score, sort, limit=None, deleted=False, ids=None):
-    from vidgan.library.catalog import ClipQuery, parse_scores
+    from vidgan.library.queries import ClipQuery, parse_scores
 
     return ClipQuery(
         model=model,
@@ -64,13 +47,14 @@ def init(
     ),
 ) -> None:
     """Create a library (or report on an existing one)."""
-    from vidgan.library.catalog import Library, count_clips
+    from vidgan.library.catalog import Library
+    from vidgan.library.queries import count_clips
 
     try:
         with Library.init(lib, db) as library, library.session() as s:
             n = count_clips(s)
-    except _errors() as err:
-        _fail(err)
+    except known_errors() as err:
+        fail(err)
     where = db.split("@")[-1] if db else str(Path(lib) / "library.db")
     typer.echo(f"library {lib}: {n} clips, catalog {where}, files in {Path(lib) / 'store'}")
 
@@ -90,8 +74,8 @@ def add(
     as_json: bool = typer.Option(False, "--json", help="print the results as JSON"),
 ) -> None:
     """Add clip files to the library (provenance comes from a generated.json beside them, if any)."""
-    from vidgan.library.catalog import parse_scores
     from vidgan.library.ingest import Ingester, add_files, provenance_from_manifest
+    from vidgan.library.queries import parse_scores
 
     failures: list[str] = []
     try:
@@ -118,8 +102,8 @@ def add(
                 fps=fps if path.is_dir() else None,
             )
         library.close()
-    except _errors() as err:
-        _fail(err)
+    except known_errors() as err:
+        fail(err)
     if as_json:
         typer.echo(json.dumps([r.__dict__ for r in results], indent=1))
     else:
@@ -145,14 +129,14 @@ def ls(
     as_json: bool = typer.Option(False, "--json", help="print JSON: every clip with provenance, scores and tags"),
 ) -> None:
     """List and search the clips."""
-    from vidgan.library.catalog import clip_dict, find_clips
+    from vidgan.library.queries import clip_dict, find_clips
 
     try:
         with _open(lib) as library, library.session() as s:
             total, clips = find_clips(library, s, _query(model, label, text, tag, min_score, sort, limit, deleted))
             rows = [clip_dict(c, full=as_json) for c in clips]
-    except _errors() as err:
-        _fail(err)
+    except known_errors() as err:
+        fail(err)
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
         return
@@ -175,15 +159,15 @@ def tag(
     remove: list[str] = typer.Option([], "--remove", help="tag to remove (repeatable)"),
 ) -> None:
     """Add or remove tags."""
-    from vidgan.library.ingest import edit_tags
+    from vidgan.library.maintenance import edit_tags
 
     if not add and not remove:
-        _fail("nothing to do: pass --add TAG and/or --remove TAG")
+        fail("nothing to do: pass --add TAG and/or --remove TAG")
     try:
         with _open(lib) as library:
             result = edit_tags(library, ids, add, remove)
-    except _errors() as err:
-        _fail(err)
+    except known_errors() as err:
+        fail(err)
     for clip_id, tags in result.items():
         typer.echo(f"{clip_id}: {', '.join(tags) or '(no tags)'}")
 
@@ -195,13 +179,13 @@ def rm(
     undo: bool = typer.Option(False, help="bring deleted clips back (before gc)"),
 ) -> None:
     """Delete clips (soft: hidden at once, files reclaimed by `gc`)."""
-    from vidgan.library.ingest import soft_delete
+    from vidgan.library.maintenance import soft_delete
 
     try:
         with _open(lib) as library:
             done = soft_delete(library, ids, undo=undo)
-    except _errors() as err:
-        _fail(err)
+    except known_errors() as err:
+        fail(err)
     typer.echo(
         f"{'restored' if undo else 'deleted'} {len(done)} clips: {', '.join(map(str, done))}"
         + ("" if undo else " (run `gc` to free the space)")
@@ -211,13 +195,13 @@ def rm(
 @app.command()
 def gc(lib: Path = LIB_ARG) -> None:
     """Remove deleted clips for good and free their files."""
-    from vidgan.library.ingest import collect_garbage
+    from vidgan.library.maintenance import collect_garbage
 
     try:
         with _open(lib) as library:
             clips, files, freed = collect_garbage(library)
-    except _errors() as err:
-        _fail(err)
+    except known_errors() as err:
+        fail(err)
     typer.echo(f"removed {clips} clips and {files} files ({freed / 1e6:.1f} MB)")
 
 
@@ -235,13 +219,13 @@ def export(
     limit: int | None = typer.Option(None),
 ) -> None:
     """Copy matching clips to a folder or a zip, with manifest.json carrying their provenance."""
-    from vidgan.library.ingest import export_clips
+    from vidgan.library.export import export_clips
 
     try:
         with _open(lib) as library:
             count, target = export_clips(library, _query(model, label, text, tag, min_score, sort, limit, ids=ids), to)
-    except _errors() as err:
-        _fail(err)
+    except known_errors() as err:
+        fail(err)
     typer.echo(f"exported {count} clips to {target} (with manifest.json)")
 
 
@@ -253,14 +237,14 @@ def check(
     grace: float = typer.Option(600.0, help="temporary files younger than this many seconds are left alone (an ingest may be running)"),
 ) -> None:
     """Check that catalog and files agree. Exit 1 when problems remain."""
-    from vidgan.library.ingest import check_library
+    from vidgan.library.maintenance import check_library
 
     try:
         with _open(lib) as library:
             report = check_library(library, repair=repair, verify=verify, grace=grace)
             after = check_library(library, verify=verify, grace=grace) if repair else report
-    except _errors() as err:
-        _fail(err)
+    except known_errors() as err:
+        fail(err)
     for line in report.lines():
         typer.echo(line)
     remaining = after.problems
@@ -279,13 +263,13 @@ def regenerate(
     out: Path | None = typer.Option(None, help="also write the regenerated clip here"),
 ) -> None:
     """Make a clip again from its provenance and check that it is identical. Exit 1 if it is not."""
-    from vidgan.library.ingest import regenerate as run_regenerate
+    from vidgan.library.provenance import regenerate as run_regenerate
 
     try:
         with _open(lib) as library:
             result = run_regenerate(library, clip_id, run=run, device=device, out=out)
-    except _errors() as err:
-        _fail(err)
+    except known_errors() as err:
+        fail(err)
     marks = {True: "identical", False: "DIFFERENT", None: "not recorded"}
     typer.echo(
         f"clip {clip_id}: generator output {marks[result.output_match]}; decoded frames {marks[result.decoded_match]}; "
@@ -307,11 +291,11 @@ def serve(
 
         from vidgan.library.web import create_app
     except ImportError as err:
-        _fail(f"the gallery needs the web extra ({err.name} missing): pip install 'vidgan[web]'")
+        fail(f"the gallery needs the web extra ({err.name} missing): pip install 'vidgan[web]'")
     try:
         web_app = create_app(lib, allow_edit=allow_edit, host=host)
-    except _errors() as err:
-        _fail(err)
+    except known_errors() as err:
+        fail(err)
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: serving on {host}: anyone who can reach this address sees the library", err=True)
     typer.echo(

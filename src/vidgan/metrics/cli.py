@@ -6,14 +6,7 @@ from pathlib import Path
 
 import typer
 
-
-def _errors() -> tuple[type[Exception], ...]:
-    from vidgan.data.clips import DatasetError
-    from vidgan.data.video_io import VideoError
-    from vidgan.metrics.extractors import WeightsError
-    from vidgan.training.checkpoint import CheckpointError
-
-    return (WeightsError, DatasetError, VideoError, CheckpointError, ValueError, FileNotFoundError)
+from vidgan.errors import fail, known_errors
 
 
 def evaluate(
@@ -74,9 +67,8 @@ def evaluate(
     )
     try:
         result = run_evaluate(target, real, options, out=out, all_checkpoints=all_checkpoints, step=step, report=report, log=typer.echo)
-    except _errors() as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+    except known_errors() as err:
+        fail(err)
     except KeyboardInterrupt:
         typer.echo("interrupted: lines already appended to metrics.jsonl are kept; cached real statistics are complete files", err=True)
         raise typer.Exit(130) from None

@@ -19,405 +19,26 @@ prepared dataset, or a folder of videos. The protocol, written next to every num
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
-from vidgan.data.clips import INDEX_NAME, ClipDataset
-from vidgan.data.video_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, probe, read_video, to_uint8
+from vidgan.data.video_io import to_uint8
 from vidgan.metrics import frechet
 from vidgan.metrics.diversity import feature_diversity
+from vidgan.metrics.extraction import CLIP_SAMPLING, KEEP_ROWS_UP_TO, EvalOptions, extract, real_features
 from vidgan.metrics.extractors import get_extractor
 from vidgan.metrics.inception_score import inception_score
 from vidgan.metrics.precision_recall import prdc
 from vidgan.metrics.registry import MetricSpec, parse_metrics
+from vidgan.metrics.sources import DatasetSource, GeneratorSource, Source, make_conditions, open_source
+from vidgan.run import CheckpointError, Run, is_checkpoint, is_run, step_of
 
-CLIP_SAMPLING = "{frames} consecutive frames at a seeded random offset, one clip per item"
 KID_SUBSETS, KID_SUBSET_SIZE, PR_K, IS_SPLITS = 100, 1000, 5, 10
-FRAMES_PER_BATCH = 512  # caps clips per feature batch for long clips (memory)
-KEEP_ROWS_UP_TO = 20_000  # per-clip feature rows kept (for kernel / k-NN metrics and the report) up to this many
-
-
-@dataclass
-class EvalOptions:
-    metrics: str | list[str] = "fd_effnet2048_16f,pr,diversity"
-    n: int | None = None  # replaces the count in every metric name
-    seed: int = 0
-    size: int | None = None  # evaluation resolution (default: the generated side's)
-    batch_size: int = 16
-    device: str = "cpu"
-    precision: str = "auto"
-    i3d_weights: str | Path | None = None
-    inception_weights: str | Path | None = None
-    c3d_weights: str | Path | None = None
-    effnet_size: int = 224
-    cache: bool = True
-    cache_dir: str | Path | None = None
-    progress: bool = True
-
-
-# ----------------------------------------------------------------------------- sources
-
-
-def _resize(clips: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (B, T, H, W, C) square clips to (B, T, size, size, C): torch area to shrink, bilinear to enlarge."""
-    b, t, h, w, c = clips.shape
-    if (h, w) == (size, size):
-        return clips
-    x = torch.from_numpy(np.ascontiguousarray(clips)).reshape(b * t, h, w, c).permute(0, 3, 1, 2).float()
-    mode = "area" if size < min(h, w) else "bilinear"
-    x = F.interpolate(x, size=(size, size), mode=mode, **({} if mode == "area" else {"align_corners": False}))
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).reshape(b, t, size, size, c).numpy()
-
-
-class Source:
-    """Where clips come from: served as uint8 (B, frames, S, S, C) by reference rows (item, frame offset)."""
-
-    kind = ""
-    count: int | None = None  # items available (None: as many as asked, a generator)
-    length: int | None = None  # frames per item (folders: the longest video's)
-    resolution: int = 0
-    path: str = ""
-
-    def describe(self) -> dict:
-        return {"kind": self.kind, "path": self.path}
-
-    def fingerprint(self) -> str | None:
-        return None  # only fixed data is cached
-
-    def plan(self, n: int, frames: int, seed: int) -> np.ndarray:
-        raise NotImplementedError
-
-    def load(self, refs: np.ndarray, frames: int, size: int) -> np.ndarray:
-        raise NotImplementedError
-
-    def _offsets(self, lengths: np.ndarray, frames: int, rng: np.random.Generator) -> np.ndarray:
-        return rng.integers(0, np.asarray(lengths) - frames + 1)
-
-
-class DatasetSource(Source):
-    """A folder made by `vidgan prepare`."""
-
-    kind = "dataset"
-
-    def __init__(self, path):
-        self.data = ClipDataset(path)
-        self.path = str(path)
-        self.count, self.length, self.resolution = len(self.data), self.data.frames, self.data.size
-
-    def fingerprint(self) -> str:
-        return "dataset:" + hashlib.sha256((Path(self.path) / INDEX_NAME).read_bytes()).hexdigest()
-
-    def plan(self, n, frames, seed):
-        rng = np.random.default_rng(seed)
-        items = rng.permutation(self.count)[:n]
-        return np.stack([items, self._offsets(np.full(len(items), self.length), frames, rng)], 1)
-
-    def load(self, refs, frames, size):
-        clips, _ = self.data.get_batch(refs[:, 0])
-        clips = clips.numpy()
-        clips = np.stack([c[o : o + frames] for c, o in zip(clips, refs[:, 1])])
-        return _resize(clips, size)
-
-
-class ArraySource(Source):
-    """Clips already in memory, uint8 (N, T, H, W, C) square frames (never cached)."""
-
-    kind = "arrays"
-
-    def __init__(self, clips: np.ndarray, name: str = "arrays"):
-        clips = np.asarray(clips)
-        if clips.dtype != np.uint8 or clips.ndim != 5 or clips.shape[2] != clips.shape[3]:
-            raise ValueError(f"expected uint8 clips (N, T, S, S, C), got {clips.dtype} {clips.shape}")
-        self.clips, self.path = clips, name
-        self.count, self.length, self.resolution = len(clips), clips.shape[1], clips.shape[2]
-
-    def plan(self, n, frames, seed):
-        rng = np.random.default_rng(seed)
-        items = rng.permutation(self.count)[:n]
-        return np.stack([items, self._offsets(np.full(len(items), self.length), frames, rng)], 1)
-
-    def load(self, refs, frames, size):
-        return _resize(np.stack([self.clips[i, o : o + frames] for i, o in refs[:, :2]]), size)
-
-
-class FolderSource(Source):
-    """A folder of video files (and frame folders), e.g. the output of `vidgan generate`."""
-
-    kind = "folder"
-
-    def __init__(self, path, size: int | None = None):
-        from vidgan.data.prepare import scan_sources
-
-        root = Path(path)
-        self.path = str(root)
-        self.files = self._listed(root) or [p for p in scan_sources(root)[0] if not p.name.startswith("grid.")]
-        if not self.files:
-            raise ValueError(f"{root}: no videos found ({', '.join(VIDEO_SUFFIXES)} or folders of {'/'.join(IMAGE_SUFFIXES)} frames)")
-        self._lengths: np.ndarray | None = None
-        if size is None:
-            info = probe(self.files[0])
-            size = min(info.width, info.height)
-        self.resolution = size
-        self.dropped = 0
-
-    @staticmethod
-    def _listed(root: Path) -> list[Path]:
-        """The clips a `vidgan generate` folder lists in generated.json (not its grid previews), if any."""
-        try:
-            entries = json.loads((root / "generated.json").read_text())["clips"]
-            files = [root / c["file"] for c in entries]
-        except (OSError, ValueError, KeyError, TypeError):
-            return []
-        files = [p if p.exists() else p.with_suffix("") for p in files]  # png clips are frame folders
-        return files if all(p.exists() for p in files) else []
-
-    def fingerprint(self) -> str:
-        rows = []
-        for p in self.files:
-            entries = sorted(p.iterdir()) if p.is_dir() else [p]
-            rows.append([str(p.relative_to(self.path)), [(e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries]])
-        return "folder:" + hashlib.sha256(json.dumps(rows).encode()).hexdigest()
-
-    def lengths(self) -> np.ndarray:
-        if self._lengths is None:
-            self._lengths = np.array([probe(p).frames for p in self.files])
-        return self._lengths
-
-    @property
-    def length(self) -> int:
-        """The longest video's frame count: bare metric names use up to that many; shorter videos are dropped."""
-        return int(self.lengths().max())
-
-    def plan(self, n, frames, seed):
-        lengths = self.lengths()
-        eligible = np.flatnonzero(lengths >= frames)
-        self.dropped = len(lengths) - len(eligible)
-        if len(eligible) == 0:
-            raise ValueError(f"{self.path}: no video has {frames} frames (longest: {lengths.max()})")
-        rng = np.random.default_rng(seed)
-        items = eligible[rng.permutation(len(eligible))[:n]]
-        return np.stack([items, self._offsets(lengths[items], frames, rng)], 1)
-
-    def load(self, refs, frames, size):
-        return np.stack([read_video(self.files[i], start=int(o), num_frames=frames, size=size) for i, o in refs])
-
-    def describe(self):
-        return {**super().describe(), "videos": len(self.files), "dropped_too_short": int(self.dropped)}
-
-
-class GeneratorSource(Source):
-    """Clips from a generator: sample i is made from noise row i of noise(n, seed)."""
-
-    kind = "generator"
-
-    def __init__(
-        self,
-        generate: Callable,
-        noise: Callable[[int, int], torch.Tensor],
-        resolution: int,
-        length: int,
-        conditions: Callable[[np.ndarray], object] | None = None,
-        info: dict | None = None,
-    ):
-        self.generate, self.noise, self.conditions = generate, noise, conditions
-        self.resolution, self.length = resolution, length
-        self.info = info or {}
-        self.path = str(self.info.get("path", ""))
-        self._noise: dict[int, torch.Tensor] = {}  # n -> noise(n, seed): rows of randn(n) differ with n
-        self._seed: int | None = None
-
-    @classmethod
-    def from_pipeline(cls, pipe, real: Source | None = None, text_table: torch.Tensor | None = None) -> GeneratorSource:
-        m = pipe.config.model
-
-        @torch.no_grad()
-        def generate(z, cond):
-            dev = pipe.device
-            return to_uint8(pipe.generator(z.to(dev), None if cond is None else cond.to(dev)).float().cpu())
-
-        conditions = make_conditions(m.condition, real, m.num_classes, m.resolution, m.channels, text_table)
-        info = {"path": pipe.source, "step": pipe.step, "model": m.name, "condition": m.condition}
-        return cls(generate, pipe.noise, m.resolution, m.frames, conditions, info)
-
-    def describe(self):
-        return {"kind": self.kind, **self.info, "noise": "sample i = row i of VideoPipeline.noise(n, seed)"}
-
-    def plan(self, n, frames, seed):
-        """Rows (sample i, frame offset, n): the noise of sample i is row i of noise(n, seed)."""
-        if seed != self._seed:
-            self._noise, self._seed = {}, seed
-        if n not in self._noise:
-            self._noise[n] = self.noise(n, seed)
-        rng = np.random.default_rng([seed, 1])
-        return np.stack([np.arange(n), self._offsets(np.full(n, self.length), frames, rng), np.full(n, n)], 1)
-
-    def load(self, refs, frames, size):
-        items = refs[:, 0]
-        z = torch.stack([self._noise[int(total)][int(i)] for i, total in zip(items, refs[:, 2])])
-        cond = None if self.conditions is None else self.conditions(items)
-        clips = self.generate(z, cond)
-        clips = np.stack([c[o : o + frames] for c, o in zip(clips, refs[:, 1])])
-        return _resize(clips, size)
-
-
-def make_conditions(
-    kind: str, real: Source | None, num_classes: int, resolution: int, channels: int, text_table: torch.Tensor | None = None
-) -> Callable | None:
-    """Condition for generated sample i, taken from real clip i mod N (labels, first frame, caption)."""
-    from vidgan.data.video_io import to_model
-    from vidgan.models.layers import Condition
-
-    if kind == "none":
-        return None
-    dataset = real if isinstance(real, DatasetSource) else None
-    if kind == "class":
-        if dataset is not None and dataset.data.num_classes == num_classes:
-            labels = dataset.data.labels.clamp(min=0)
-            return lambda items: Condition(labels=labels[torch.from_numpy(items % len(labels))])
-        return lambda items: Condition(labels=torch.from_numpy(items % num_classes))
-    if real is None or real.count is None:
-        raise ValueError(f"a {kind}-conditional model takes its conditions from the real clips: pass --real DATA")
-    if kind == "first-frame":
-
-        def first_frames(items):
-            refs = np.stack([items % real.count, np.zeros_like(items)], 1)
-            clip = real.load(refs, 1, resolution)
-            if clip.shape[-1] != channels:
-                clip = clip.mean(-1, keepdims=True).round().astype(np.uint8) if channels == 1 else np.repeat(clip, 3, -1)
-            return Condition(first_frame=to_model(clip)[:, :, 0])
-
-        return first_frames
-    if kind == "text":
-        if text_table is None:
-            if dataset is None:
-                raise ValueError(
-                    "a text-conditional model takes captions from the real clips: pass a prepared dataset with captions as --real"
-                )
-            from vidgan.training.loop import caption_embeddings
-
-            text_table = caption_embeddings(dataset.data)
-        table = text_table
-        return lambda items: Condition(text=table[torch.from_numpy(items % len(table))])
-    raise ValueError(f"unknown condition {kind!r}")
-
-
-def is_run(path: Path) -> bool:
-    return (path / "config.json").is_file() and ((path / "checkpoints").is_dir() or (path / "generator.safetensors").is_file())
-
-
-def open_source(path, real: Source | None = None, size: int | None = None, step: int | None = None, device: str = "cpu") -> Source:
-    """A run / checkpoint / saved pipeline, a prepared dataset, or a folder of videos."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not found; pass a run folder, a prepared dataset or a folder of videos")
-    if (path / INDEX_NAME).is_file():
-        return DatasetSource(path)
-    if is_run(path) or (path / "state.json").is_file():
-        from vidgan.pipeline import VideoPipeline
-
-        return GeneratorSource.from_pipeline(VideoPipeline.from_pretrained(path, step=step, device=device), real)
-    if path.is_dir():
-        return FolderSource(path, size)
-    raise ValueError(f"{path}: not a run folder, prepared dataset (index.json) or folder of videos")
-
-
-# ----------------------------------------------------------------------------- features
-
-
-def _gather_rows(rows: torch.Tensor, n: int, world: int, device) -> torch.Tensor:
-    """Rows computed for items rank, rank + world, ... on every rank -> all n rows in item order."""
-    import torch.distributed as dist
-
-    per = -(-n // world)
-    padded = torch.zeros(per, rows.shape[1], dtype=rows.dtype, device=device)
-    padded[: len(rows)] = rows.to(device)
-    parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    out = torch.empty(n, rows.shape[1], dtype=rows.dtype)
-    for r, part in enumerate(parts):
-        count = len(range(r, n, world))
-        out[r::world] = part[:count].cpu()
-    return out
-
-
-def extract(
-    source: Source,
-    refs: np.ndarray,
-    frames: int,
-    extractor,
-    outputs: tuple[str, ...],
-    size: int,
-    keep: bool,
-    batch_size: int = 16,
-    desc: str = "",
-    progress: bool = True,
-    rank: int = 0,
-    world: int = 1,
-    device="cpu",
-) -> dict[str, frechet.FeatureStats]:
-    """Feature statistics (and rows when `keep`) of the clips `refs` point to, in batches, no_grad.
-
-    With world > 1 every rank takes every world-th clip and the rows are gathered on all ranks."""
-    local = refs[rank::world]
-    batch_size = max(1, min(batch_size, FRAMES_PER_BATCH // frames))  # 128-frame clips: 4 per batch, not 16
-    stats = {k: frechet.FeatureStats(keep or world > 1) for k in outputs}
-    bar = tqdm(total=len(local), desc=desc, unit="clip", disable=not progress, dynamic_ncols=True, leave=False)
-    try:
-        for i in range(0, len(local), batch_size):
-            clips = source.load(local[i : i + batch_size], frames, size)
-            with torch.no_grad():
-                out = extractor(torch.from_numpy(np.ascontiguousarray(clips)), outputs)
-            for k in outputs:
-                stats[k].append(out[k].numpy())
-            bar.update(len(clips))
-    finally:
-        bar.close()
-    if world > 1:
-        for k in outputs:
-            rows = torch.from_numpy(stats[k].features) if stats[k].count else torch.zeros(0, 1)
-            stats[k] = frechet.FeatureStats.from_features(_gather_rows(rows, len(refs), world, device).numpy(), keep_features=True)
-    return stats
-
-
-def real_features(
-    source: Source, frames: int, n: int, extractor, output: str, size: int, keep: bool, options: EvalOptions, desc: str
-) -> frechet.CachedFeatures:
-    """Real-side statistics for one feature pass, from the cache when an identical pass was done before."""
-    protocol = {
-        "clips": CLIP_SAMPLING.format(frames=frames),
-        "frames": frames,
-        "n": n,
-        "seed": options.seed,
-        "resolution": size,
-        "output": output,
-    }
-    fingerprint = source.fingerprint() if options.cache else None
-    path = None
-    if fingerprint is not None:
-        key = frechet.cache_key(fingerprint, protocol, extractor.ident)
-        path = Path(options.cache_dir or frechet.default_cache_dir()) / f"{extractor.name}-{key}.npz"
-        hit = frechet.load_cached(path, need_features=keep)
-        if hit is not None:
-            hit.meta["cache"] = str(path)
-            hit.meta["cache_hit"] = True
-            return hit
-    refs = source.plan(n, frames, options.seed)
-    stats = extract(source, refs, frames, extractor, (output,), size, keep, options.batch_size, desc, options.progress)[output]
-    entry = frechet.CachedFeatures(stats, refs, {"source": source.describe(), "protocol": protocol, "fingerprint": fingerprint})
-    if path is not None:
-        frechet.save_cached(path, entry)
-        entry.meta["cache"] = str(path)
-    entry.meta["cache_hit"] = False
-    return entry
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -616,22 +237,21 @@ def evaluate(
 
     OUT defaults to the run folder (or the target folder)."""
     from vidgan.metrics.report import write_report
-    from vidgan.training import checkpoint as ckpt
 
     options = options or EvalOptions()
     target = Path(target)
     real_source = None if real is None else open_source(real, size=options.size)
     if isinstance(real_source, GeneratorSource):
         raise ValueError(f"{real}: --real must be a prepared dataset or a folder of videos, not a run")
-    out = Path(out) if out is not None else (target.parent.parent if (target / "state.json").is_file() else target)
+    out = Path(out) if out is not None else (target.parent.parent if is_checkpoint(target) else target)
     metrics_file = out / "metrics.jsonl"
     steps: list[int | None] = [step]
     if all_checkpoints:
         if not is_run(target):
             raise ValueError(f"{target}: --all-checkpoints needs a run folder (with checkpoints/)")
-        steps = [int(p.name.split("_")[-1]) for p in ckpt.list_checkpoints(target)]
+        steps = [step_of(p) for p in Run(target).checkpoints()]
         if not steps:
-            raise ckpt.CheckpointError(f"{target}: no checkpoint found; train it first")
+            raise CheckpointError(f"{target}: no checkpoint found; train it first")
     records, last = [], None
     for at in steps:
         fake = open_source(target, real_source, options.size, at, options.device)

@@ -1,10 +1,17 @@
-"""Model registry: name -> builder(ModelConfig) -> (generator, discriminator).
+"""Model registry: name -> builder, for every model vidgan trains.
 
-Every generator maps noise `z` of shape (B, z_dim) to videos (B, C, T, H, W) in [-1, 1] and
-has `z_dim`; `G(z, cond=None, frames=None)` and `G.z_dim_for(frames)` (the noise width for a
-clip of that length; VideoGANs raise ValueError for any length but the trained one). Every
-discriminator maps such videos to logits of shape (B,), or (B, K) for K heads (the losses
-average over all of them). The trainer, sampling and metrics rely on nothing else.
+A builder takes the run's ModelConfig (and, for the two-stage models, its VQConfig) and returns
+(generator, discriminator). Every generator maps noise `z` of shape (B, z_dim) to videos
+(B, C, T, H, W) in [-1, 1] and has `z_dim`; `G(z, cond=None, frames=None)` and `G.z_dim_for(frames)`
+(the noise width for a clip of that length; VideoGANs raise ValueError for any length but the
+trained one). Every discriminator maps such videos to logits of shape (B,), or (B, K) for K heads
+(the losses average over all of them). A discriminator with an attribute `k` (ctvgan) judges K
+frames per clip: D(frames (B, C, K, H, W), cond, times=(B, K)); its generator renders any frame
+times, G(z, cond, times=(B, K)), and the GAN step draws the times (vidgan.training.gan).
+
+`kind` says how a model trains (vidgan.training): "gan" (G and D, the GAN step), "vqvae" (stage 1
+of the two-stage generator: an autoencoder, its "discriminator" the optional patch critic, and no
+generator of its own) or "prior" (stage 2: a token Transformer plus the VQ-VAE that decodes it; no D).
 """
 
 from __future__ import annotations
@@ -13,15 +20,19 @@ from collections.abc import Callable
 
 import torch.nn as nn
 
-from vidgan.config import ModelConfig
+from vidgan.config import ModelConfig, VQConfig
 
-Builder = Callable[[ModelConfig], "tuple[nn.Module, nn.Module]"]
-_MODELS: dict[str, Builder] = {}
+Builder = Callable[..., "tuple[nn.Module, nn.Module | None]"]
+KINDS = ("gan", "vqvae", "prior")
+_MODELS: dict[str, tuple[Builder, str]] = {}
 
 
-def register(name: str) -> Callable[[Builder], Builder]:
+def register(name: str, kind: str = "gan") -> Callable[[Builder], Builder]:
+    if kind not in KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; one of {', '.join(KINDS)}")
+
     def wrap(builder: Builder) -> Builder:
-        _MODELS[name] = builder
+        _MODELS[name] = (builder, kind)
         return builder
 
     return wrap
@@ -32,13 +43,22 @@ def model_names() -> list[str]:
     return sorted(_MODELS)
 
 
-def build_model(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
+def _entry(name: str) -> tuple[Builder, str]:
     _import_builtin_models()
-    if cfg.name not in _MODELS:
-        raise ValueError(f"unknown model {cfg.name!r}; available: {', '.join(sorted(_MODELS))}")
-    return _MODELS[cfg.name](cfg)
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(_MODELS))}")
+    return _MODELS[name]
+
+
+def model_kind(name: str) -> str:
+    return _entry(name)[1]
+
+
+def build_model(cfg: ModelConfig, vq: VQConfig | None = None) -> tuple[nn.Module, nn.Module | None]:
+    builder, kind = _entry(cfg.name)
+    return builder(cfg) if kind == "gan" else builder(cfg, vq or VQConfig())
 
 
 def _import_builtin_models() -> None:
     # Imported for their @register side effect; kept lazy so `import vidgan` stays light.
-    from vidgan.models import mocogan, tgan, videogan  # noqa: F401
+    from vidgan.models import ctvgan, mocogan, tgan, transformer, videogan, vqvae  # noqa: F401

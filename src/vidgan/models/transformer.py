@@ -24,7 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vidgan.config import ModelConfig, VQConfig
 from vidgan.models.layers import Condition, ConditionEncoder
+from vidgan.models.registry import register
 from vidgan.models.vqvae import VQVAE
 
 
@@ -284,3 +286,9 @@ class TwoStageGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, cond: Condition | None = None, frames: int | None = None) -> torch.Tensor:
         return self.vqvae.decode(self.sample_tokens(z, cond, frames))
+
+
+@register("videogpt", kind="prior")
+def build_videogpt(cfg: ModelConfig, vq: VQConfig) -> tuple[nn.Module, None]:
+    """Stage 2: the token prior with the VQ-VAE that decodes its tokens (one generator module; no D)."""
+    return TwoStageGenerator(cfg, vq), None

@@ -19,6 +19,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vidgan.config import ModelConfig, VQConfig
+from vidgan.models.registry import register
+
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
     """Peak signal-to-noise ratio in dB of two clips in [-1, 1] (peak-to-peak 2)."""
@@ -259,3 +262,12 @@ def vqvae_loss(x: torch.Tensor, recon: torch.Tensor, q: Quantized, kind: str = "
     else:
         raise ValueError(f"unknown reconstruction loss {kind!r}; choose l1 or l2")
     return rec + commitment_weight * q.commitment, rec
+
+
+@register("vqvae", kind="vqvae")
+def build_vqvae(cfg: ModelConfig, vq: VQConfig) -> tuple[nn.Module, nn.Module | None]:
+    """Stage 1 of the two-stage generator: the VQ-VAE and, with vq.adversarial > 0, its patch critic."""
+    model = VQVAE.from_config(cfg, vq)
+    if vq.adversarial <= 0:
+        return model, None
+    return model, PatchDiscriminator(cfg.channels, vq.adversarial_width, layers=max(1, min(3, int(math.log2(cfg.resolution)) - 1)))

@@ -1,46 +1,12 @@
-"""Checkpoints: safetensors weights + JSON state, committed atomically, resumable.
+"""Optimizer state in a checkpoint: tensors into optimizers.safetensors, the rest into state.json.
 
-Layout of one checkpoint (`RUN/checkpoints/step_000001200/`):
-    generator.safetensors, generator_ema.safetensors, discriminator.safetensors
-    optimizers.safetensors   optimizer tensors (Adam moments) and RNG states
-    state.json               step, elapsed time, optimizer hyper-parameters, anything JSON
-A checkpoint is written into a hidden temporary folder, flushed to disk, then renamed into
-place: a folder named `step_*` is always complete, whatever moment the process was killed.
-No pickles anywhere: a checkpoint from a stranger can be loaded safely.
+Where checkpoints live and how they are written atomically is vidgan.run.Run's job; this module
+only turns a torch optimizer's state into safetensors-able tensors plus JSON, and back.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-from pathlib import Path
-
 import torch
-from safetensors.torch import load_file, save_file
-
-STEP_PREFIX = "step_"
-
-
-class CheckpointError(Exception):
-    pass
-
-
-def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"{STEP_PREFIX}{step:09d}"
-
-
-def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX) and (p / "state.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX) :]))
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
 
 
 def optimizer_to_flat(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
@@ -75,66 +41,3 @@ def optimizer_from_flat(opt: torch.optim.Optimizer, prefix: str, tensors: dict[s
             for key, value in opt.state.get(p, {}).items():
                 if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
                     opt.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def save_checkpoint(
-    run_dir: str | Path,
-    step: int,
-    weights: dict[str, dict[str, torch.Tensor]],
-    extra_tensors: dict[str, torch.Tensor],
-    state: dict,
-    keep: int = 3,
-) -> Path:
-    """weights: {"generator": state_dict, ...} each saved as NAME.safetensors."""
-    final = checkpoint_dir(run_dir, step)
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, sd in weights.items():
-        save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()}, str(tmp / f"{name}.safetensors"))
-    save_file({k: v.contiguous().cpu() for k, v in extra_tensors.items()}, str(tmp / "optimizers.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=1))
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    _fsync_dir(tmp)
-    if final.exists():  # re-saving the same step (e.g. after a resume): replace it whole
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    _fsync_dir(final.parent)
-    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    for stale in final.parent.glob(".tmp-*"):
-        if stale != tmp and not _owned_by_live_process(stale):
-            shutil.rmtree(stale, ignore_errors=True)
-    return final
-
-
-def _owned_by_live_process(tmp: Path) -> bool:
-    try:
-        pid = int(tmp.name.rsplit("-", 1)[1])
-        os.kill(pid, 0)
-        return pid != os.getpid()
-    except (ValueError, ProcessLookupError, PermissionError):
-        return False
-
-
-def load_weights(ckpt: str | Path, name: str) -> dict[str, torch.Tensor]:
-    path = Path(ckpt) / f"{name}.safetensors"
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing; the checkpoint is incomplete, pass another checkpoint or retrain")
-    return load_file(str(path))
-
-
-def load_state(ckpt: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    ckpt = Path(ckpt)
-    state = json.loads((ckpt / "state.json").read_text())
-    return state, load_file(str(ckpt / "optimizers.safetensors"))

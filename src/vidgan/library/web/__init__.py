@@ -23,20 +23,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.background import BackgroundTask
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from vidgan.library.catalog import (
-    MAX_ID,
-    STORE,
-    ClipQuery,
-    Library,
-    LibraryError,
-    clip_dict,
-    count_clips,
-    export_name,
-    facets,
-    find_clips,
-    get_clip,
-    parse_scores,
-)
+from vidgan.library.catalog import MAX_ID, STORE, Library, LibraryError
+from vidgan.library.queries import ClipQuery, clip_dict, count_clips, export_name, facets, find_clips, get_clip, parse_scores
 
 STATIC = FsPath(__file__).parent / "static"
 PAGES = {"app.js": "text/javascript", "style.css": "text/css"}
@@ -163,7 +151,7 @@ def create_app(
         with lib.session() as s:
             if get_clip(s, clip_id, include_deleted=False) is None:
                 raise HTTPException(404, f"no clip {clip_id}")
-        from vidgan.library.ingest import edit_tags
+        from vidgan.library.maintenance import edit_tags
 
         try:
             tags = edit_tags(lib, [clip_id], add, remove)[clip_id]
@@ -173,7 +161,7 @@ def create_app(
 
     @app.get("/api/download")
     def download(ids: str = Query(..., max_length=20 * MAX_ZIP, description="comma-separated clip ids")):
-        from vidgan.library.ingest import write_zip
+        from vidgan.library.export import write_zip
 
         try:
             wanted = list(dict.fromkeys(int(i) for i in ids.split(",") if i.strip()))

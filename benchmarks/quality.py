@@ -1,0 +1,197 @@
+"""Quality at a budget: every generator trained for the same CPU time on the same data, scored by
+the same evaluator against HELD-OUT real clips, with the data floor as the last row.
+
+Rows (one training subprocess each, so peak memory and speed are per run):
+  videogan-paper  VideoGAN as the seeds wrote it: the paper's widths (the 64px preset), the
+                  non-saturating (BCE) loss, no spectral norm, Adam(2e-4, 0.5, 0.999), fp32, batch 64
+  videogan        today's `small` preset with --model videogan
+  mocogan         the `small` preset with --model mocogan
+  two-stage       VQ-VAE for half the budget, then the videogpt prior for the other half (`small`)
+  ctvgan          the continuous-time generator with the `small` preset (vidgan's default)
+  floor           the training clips themselves against the held-out clips
+Data: builtin:moving-mnist 32x32x16 (held out: digits never seen in training) and builtin:sample-clips
+64x64x16 (real street and car footage; each video's first 75% trains, its last 25% is held out).
+Scores: `vidgan evaluate`'s fd_effnet / kd_effnet (EfficientNet-Lite0 clip features, 224 px) and k-NN
+precision / recall, N generated vs up to N held-out clips; fd is also given as a multiple of the
+floor. With --seeds 2 or more, each model row is trained once per seed and mean +- spread is shown.
+
+    python benchmarks/quality.py                                   # 600 s per row, both datasets
+    python benchmarks/quality.py --datasets moving-mnist --rows videogan,ctvgan --seeds 2 --json q.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROWS = ["videogan-paper", "videogan", "mocogan", "two-stage", "ctvgan"]
+DATASETS = {"moving-mnist": 32, "sample-clips": 64}
+LONG = {"train.steps": 10**7, "train.checkpoint_every": 10**7, "train.sample_every": 10**7}
+PAPER = {"model.name": "videogan", "loss.name": "nonsat", "loss.penalty": "none", "model.spectral_norm": False,
+         "train.lr_g": 2e-4, "train.lr_d": 2e-4, "train.betas": [0.5, 0.999], "train.precision": "fp32", "train.batch_size": 64}  # fmt: skip
+
+
+def mean_speed(run: Path) -> float:
+    from vidgan.run import Run
+
+    log = Run(run).read_log()
+    speeds = [r["clips_per_s"] for r in log[1:]] or [r["clips_per_s"] for r in log] or [0.0]
+    return sum(speeds) / len(speeds)
+
+
+def child(args) -> None:
+    """Train one row for --budget seconds; print {"steps", "clips_per_s"} as the last line."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from vidgan.config import load_config
+    from vidgan.training.loop import train
+
+    quiet = {"progress": False, "log": lambda s: None}
+    base = {"data": args.data, "train.seed": args.seed, **LONG}
+    if args.row == "two-stage":
+        vq, prior = Path(args.run) / "vq", Path(args.run) / "prior"
+        train(load_config(args.preset, base | {"model.name": "vqvae", "train.time_budget": args.budget / 2}), vq, **quiet)
+        overrides = base | {"model.name": "videogpt", "vq.vqvae_run": str(vq), "train.time_budget": args.budget / 2}
+        result = train(load_config(args.preset, overrides), prior, **quiet)
+        print(json.dumps({"steps": result.step, "clips_per_s": mean_speed(prior), "run": str(prior)}))
+        return
+    preset, overrides = ("64px", PAPER) if args.row == "videogan-paper" else (args.preset, {"model.name": args.row})
+    result = train(load_config(preset, base | overrides | {"train.time_budget": args.budget}), args.run, **quiet)
+    print(json.dumps({"steps": result.step, "clips_per_s": mean_speed(Path(args.run)), "run": str(args.run)}))
+
+
+def split_videos(files: list[Path], out: Path, share: float = 0.75) -> tuple[Path, Path]:
+    """Each video's first `share` of frames into out/train/, the rest into out/heldout/ (lossless-enough mp4)."""
+    from vidgan.data.video_io import probe, read_video, write_video
+
+    for f in files:
+        frames, fps = read_video(f), probe(f).fps or 25.0
+        cut = int(len(frames) * share)
+        write_video(out / "train" / f.name, frames[:cut], fps=fps)
+        write_video(out / "heldout" / f.name, frames[cut:], fps=fps)
+    return out / "train", out / "heldout"
+
+
+def prepare_data(name: str, size: int, frames: int, clips: int, eval_n: int, work: Path) -> tuple[Path, Path]:
+    from vidgan.data.builtin import sample_clip_files
+    from vidgan.data.prepare import PrepareSettings, prepare
+
+    quiet = {"progress": False, "log": lambda s: None}
+    train_dir, held_dir = work / name / "train", work / name / "heldout"
+    if name == "moving-mnist":
+        settings = PrepareSettings(size=size, frames=frames)
+        prepare("builtin:moving-mnist", train_dir, settings, n=clips, seed=0, **quiet)
+        prepare("builtin:moving-mnist", held_dir, settings, n=eval_n, seed=1, split="test", **quiet)
+    else:  # the two real videos, cut in time: windows every 2 frames
+        videos_train, videos_held = split_videos(sample_clip_files(), work / name / "videos")
+        settings = PrepareSettings(size=size, frames=frames, stride=2)
+        prepare(str(videos_train), train_dir, settings, **quiet)
+        prepare(str(videos_held), held_dir, settings, **quiet)
+    return train_dir, held_dir
+
+
+def score(clips, held_dir: Path, args, cache: Path) -> dict:
+    from vidgan.metrics.evaluate import EvalOptions, compute
+    from vidgan.metrics.sources import ArraySource, DatasetSource
+
+    n = args.eval_n
+    metrics = f"fd_effnet{n}_{args.frames}f,kd_effnet{n}_{args.frames}f,pr{n}_{args.frames}f"
+    options = EvalOptions(metrics=metrics, effnet_size=args.effnet_size, progress=False, cache_dir=cache)
+    source = DatasetSource(clips) if isinstance(clips, Path) else ArraySource(clips)
+    out = {}
+    for r in compute(source, DatasetSource(held_dir), options).records:
+        name = r["metric"]  # fd_effnet256_16f, kd_effnet256_16f, pr256_16f_precision, ... (+ _112px at other sizes)
+        out["fd" if name.startswith("fd_") else "kd" if name.startswith("kd_") else name.rsplit("_", 1)[1]] = r["value"]
+        out["n_real"] = r["n_real"]
+    return out
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean and spread (max - min) over seeds for each (dataset, row)."""
+    import numpy as np
+
+    out = []
+    for key in dict.fromkeys((r["dataset"], r["row"]) for r in rows):
+        group = [r for r in rows if (r["dataset"], r["row"]) == key]
+        entry = {"dataset": key[0], "row": key[1], "seeds": len(group)}
+        for col in ("steps", "clips_per_s", "fd", "kd", "precision", "recall"):
+            values = np.array([g[col] for g in group], float)
+            entry[col], entry[col + "_spread"] = float(values.mean()), float(values.max() - values.min())
+        out.append(entry)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--budget", type=float, default=600.0, help="training seconds per row")
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--seeds", type=int, default=1, help="training seeds per model row (mean and spread reported)")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--size", type=int, default=None, help="clip size for every dataset (default: 32 moving-mnist, 64 sample-clips)")
+    ap.add_argument("--clips", type=int, default=4000, help="moving-mnist training clips (as vidgan demo)")
+    ap.add_argument("--eval-n", type=int, default=256, help="generated clips scored (and held-out clips, where there are that many)")
+    ap.add_argument("--effnet-size", type=int, default=224, help="EfficientNet-Lite0 input size (224: vidgan evaluate's default)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", type=Path, help="folder for data and runs (default: a new temporary folder)")
+    ap.add_argument("--json", type=Path)
+    for hidden in ("--row", "--data", "--run"):
+        ap.add_argument(hidden, help=argparse.SUPPRESS)
+    ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(args)
+
+    from vidgan.pipeline import VideoPipeline
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="vidgan-quality-"))
+    rows = []
+    for dataset in args.datasets.split(","):
+        size = args.size or DATASETS[dataset]
+        train_dir, held_dir = prepare_data(dataset, size, args.frames, args.clips, args.eval_n, work)
+        cache = work / "cache"
+        for row in args.rows.split(","):
+            for seed in range(args.seeds):
+                run = work / dataset / f"{row}-seed{seed}"
+                print(f"{dataset} / {row} / seed {seed}: training {args.budget:g} s ...", flush=True)
+                cmd = [sys.executable, __file__, "--child", "--row", row, "--data", str(train_dir), "--run", str(run), "--seed", str(seed),
+                       "--budget", str(args.budget), "--preset", args.preset, "--threads", str(args.threads)]  # fmt: skip
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise SystemExit(f"{dataset}/{row} failed:\n{proc.stderr[-3000:]}")
+                stats = json.loads(proc.stdout.strip().splitlines()[-1])
+                t0 = time.monotonic()
+                clips = VideoPipeline.from_pretrained(stats["run"])(n=args.eval_n, seed=123)
+                stats |= score(clips, held_dir, args, cache) | {"eval_s": time.monotonic() - t0}
+                rows.append({"dataset": dataset, "row": row, "seed": seed, **stats})
+                print("  " + json.dumps(rows[-1]), flush=True)
+        floor = {"dataset": dataset, "row": "floor", "seed": 0, "steps": 0, "clips_per_s": 0.0, **score(train_dir, held_dir, args, cache)}
+        rows.append(floor)
+
+    table = summarise(rows)
+    print(f"\n{args.budget:g} s of training per row, {args.threads} threads, preset {args.preset}; {args.eval_n} generated clips vs "
+          f"held-out clips, fd/kd_effnet at {args.effnet_size} px, precision/recall k=5; seeds per model row: {args.seeds}")  # fmt: skip
+    print(
+        f"{'dataset':<14}{'row':<16}{'steps':>8}{'clips/s':>9}{'fd_effnet':>16}{'kd_effnet':>11}{'precision':>11}{'recall':>8}{'x floor':>9}"
+    )
+    for t in table:
+        floor = next(f for f in table if f["dataset"] == t["dataset"] and f["row"] == "floor")
+        spread = f" +-{t['fd_spread'] / 2:.1f}" if t["seeds"] > 1 else ""
+        print(
+            f"{t['dataset']:<14}{t['row']:<16}{t['steps']:>8.0f}{t['clips_per_s']:>9.1f}{t['fd']:>10.1f}{spread:>6}{t['kd']:>11.4f}"
+            f"{t['precision']:>11.2f}{t['recall']:>8.2f}{t['fd'] / floor['fd']:>8.1f}x"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "table": table, "args": {k: str(v) for k, v in vars(args).items()}}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Run folders written by an earlier vidgan still load, generate the same clips and resume.
+
+tests/fixtures/runs_v0 was written by vidgan 0.1.0 before the training loop was unified (commit
+0de7102): a tiny VideoGAN run, a VQ-VAE run and a videogpt prior on it, each trained 8 steps with
+checkpoints at steps 4 and 8, and the clips `VideoPipeline.from_pretrained(run)(n=2, seed=7)` gave.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vidgan.pipeline import VideoPipeline
+from vidgan.run import Run, load_weights
+from vidgan.training.loop import train
+
+FIXTURES = Path(__file__).parent / "fixtures" / "runs_v0"
+
+
+@pytest.mark.parametrize("run", ["gan", "gpt"])
+def test_old_run_generates_the_same_clips(run):
+    clips = VideoPipeline.from_pretrained(FIXTURES / run)(n=2, seed=7)
+    np.testing.assert_array_equal(clips, np.load(FIXTURES / f"{run}_clips_seed7.npy"))
+
+
+@pytest.mark.parametrize(
+    "run, networks", [("gan", ["generator", "generator_ema", "discriminator"]), ("vq", ["vqvae"]), ("gpt", ["generator"])]
+)
+def test_old_run_resumes_the_same_run(tmp_path, run, networks):
+    """Resumed from its step-4 checkpoint with today's code, the old run reaches the step-8 weights it
+    reached in one go with the old code."""
+    copy = tmp_path / run
+    shutil.copytree(FIXTURES / run, copy)
+    shutil.rmtree(Run(copy).checkpoint_dir(8))
+    cfg = Run(copy).config()
+    cfg.data = str(FIXTURES / "data")
+    result = train(cfg, copy, resume=True, progress=False, log=lambda s: None)
+    assert result.step == 8
+    for name in networks:
+        resumed, original = load_weights(Run(copy).checkpoint_dir(8), name), load_weights(Run(FIXTURES / run).checkpoint_dir(8), name)
+        assert resumed.keys() == original.keys()
+        for key in original:
+            torch.testing.assert_close(resumed[key], original[key], rtol=1e-5, atol=1e-6, msg=f"{name}.{key}")
+    assert [line["step"] for line in Run(copy).read_log()][-1] == 8
