@@ -20,6 +20,12 @@ the median of the per-round ratios.
     python benchmarks/train_throughput.py --steps 6 --json out.json
     python benchmarks/train_throughput.py --device cuda --batch 32
     python benchmarks/train_throughput.py --shape 32x32x16 --preset small --channels 1 --batch 16
+
+With --sparse K the two paths are the continuous-time model (ctvgan) on vidgan's default speed path:
+`dense` renders and judges all T frames of each clip, `sparse` only K frames at random times (what
+`vidgan train --model ctvgan` does); the last line is then dense s/step / sparse s/step.
+
+    python benchmarks/train_throughput.py --sparse 3 --shape 32x32x16 --preset small --channels 1 --batch 16
 """
 
 from __future__ import annotations
@@ -46,19 +52,22 @@ def worker(args) -> None:
     from vidgan.config import TrainConfig, load_config
     from vidgan.models.registry import build_model
     from vidgan.training import speed
-    from vidgan.training.gan import StepSettings, gan_step
+    from vidgan.training.gan import StepSettings, gan_step, sparse_times, take_frames
 
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     res, frames = (int(v) for v in args.shape.split("x")[1:])
-    cfg = load_config(args.preset, {"model.resolution": res, "model.frames": frames, "model.channels": args.channels})
+    shape = {"model.resolution": res, "model.frames": frames, "model.channels": args.channels}
+    k = None if args.path in ("baseline", "vidgan") else (frames if args.path == "dense" else args.sparse)
+    model = {} if k is None else {"model.name": "ctvgan", "model.sparse_frames": k}
+    cfg = load_config(args.preset, shape | model)
     torch.manual_seed(0)
     G, D = build_model(cfg.model)
     G.to(device).train()
     D.to(device).train()
     real = (torch.rand(args.batch, args.channels, frames, res, res, generator=torch.Generator().manual_seed(1)) * 2 - 1).to(device)
-    if args.path == "baseline":
+    if args.path == "baseline":  # (dense and sparse take the vidgan path below)
         opt_g = torch.optim.Adam(G.parameters(), lr=cfg.train.lr_g, betas=tuple(cfg.train.betas))
         opt_d = torch.optim.Adam(D.parameters(), lr=cfg.train.lr_d, betas=tuple(cfg.train.betas))
         prec, accum, G_run, D_run, what = None, 1, G, D, "fp32 eager, contiguous, torch.optim.Adam defaults"
@@ -77,11 +86,19 @@ def worker(args) -> None:
         what = plan.describe(args.batch // accum)
     settings = StepSettings.from_config(cfg.loss, 0)
     noise = torch.Generator().manual_seed(2)
+    steps_done: list[int] = []
 
     def step() -> None:
         z_d = torch.randn(args.batch, G.z_dim, generator=noise).to(device)
         z_g = torch.randn(args.batch, G.z_dim, generator=noise).to(device)
-        loss_d, loss_g, _, _ = gan_step(G_run, D_run, G_run, D_run, opt_g, opt_d, settings, real, z_d, z_g, precision=prec, accum=accum)
+        times, clips = None, real
+        if k is not None:  # ctvgan: the k frames D sees, at times drawn per step as in training
+            times = sparse_times(args.batch, frames, k, seed=0, step=len(steps_done)).to(device)
+            clips = take_frames(real, times)
+        steps_done.append(1)
+        loss_d, loss_g, _, _ = gan_step(
+            G_run, D_run, G_run, D_run, opt_g, opt_d, settings, clips, z_d, z_g, precision=prec, accum=accum, times=times
+        )
         if not (torch.isfinite(loss_d) and torch.isfinite(loss_g)):
             raise RuntimeError(f"{args.path}: non-finite loss")
         if device.type == "cuda":
@@ -146,6 +163,8 @@ class Worker:
             args.precision,
             "--accum",
             str(args.accum),
+            "--sparse",
+            str(args.sparse or 0),
         ] + (["--compile"] if args.compile else [])
         self.path = path
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
@@ -193,6 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per path (default 2)")
     ap.add_argument("--steps", type=int, default=4, help="timed steps per path, alternating (default 4)")
     ap.add_argument("--json", metavar="PATH", help="also save the results as JSON")
+    ap.add_argument("--sparse", type=int, default=0, help="compare ctvgan judging K frames per clip against all frames (dense)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -211,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     t_all = time.perf_counter()
-    paths = [Worker("baseline", args), Worker("vidgan", args)]
+    paths = [Worker("dense", args), Worker("sparse", args)] if args.sparse else [Worker("baseline", args), Worker("vidgan", args)]
     try:
         for w in paths:
             print(f"  {w.path:8s}: {w.info['what']}", flush=True)

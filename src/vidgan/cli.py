@@ -199,7 +199,7 @@ def demo(
     clips: int = typer.Option(4000, help="Moving MNIST clips to prepare"),
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
-    """Prepare built-in Moving MNIST, train a small VideoGAN for --budget seconds, generate clips."""
+    """Prepare built-in Moving MNIST, train the small preset's default model for --budget seconds, generate clips."""
     from vidgan.demo import run_demo
 
     try:

@@ -27,19 +27,33 @@ def caption_embeddings(data: ClipDataset) -> torch.Tensor:
     return embed_captions(captions)
 
 
-def batch_condition(
-    kind: str, real: torch.Tensor | None, labels: torch.Tensor | None, text: torch.Tensor | None = None
+def default_labels(n: int, num_classes: int) -> torch.Tensor:
+    """The labels of n clips generated without asking for a class: every class in turn (0, 1, ..., 0, 1, ...).
+    Sample grids, `vidgan generate` and evaluation use this rule (and the library's provenance records it)."""
+    return torch.arange(n) % max(1, num_classes)
+
+
+def make_condition(
+    kind: str, labels: torch.Tensor | None = None, first_frames: torch.Tensor | None = None, text: torch.Tensor | None = None
 ) -> Condition | None:
-    """The Condition of a batch of real clips (B, C, T, H, W) with their labels and caption embeddings."""
+    """The Condition a model of this kind reads: labels (B,), first frames (B, C, H, W) in [-1, 1], or
+    sentence embeddings (B, text_dim). Training, sampling and evaluation all build theirs here."""
     if kind == "none":
         return None
     if kind == "class":
         return Condition(labels=labels)
     if kind == "first-frame":
-        return Condition(first_frame=real[:, :, 0])
+        return Condition(first_frame=first_frames)
     if kind == "text":
         return Condition(text=text)
     raise ValueError(f"unknown condition {kind!r}; use none, class, text or first-frame")
+
+
+def batch_condition(
+    kind: str, real: torch.Tensor | None, labels: torch.Tensor | None, text: torch.Tensor | None = None
+) -> Condition | None:
+    """The Condition of a batch of real clips (B, C, T, H, W) with their labels and caption embeddings."""
+    return make_condition(kind, labels, None if real is None or kind != "first-frame" else real[:, :, 0], text)
 
 
 def reference_batch(kind: str, data: ClipDataset, n: int, text_table: torch.Tensor | None) -> tuple[torch.Tensor, Condition | None]:
@@ -49,5 +63,5 @@ def reference_batch(kind: str, data: ClipDataset, n: int, text_table: torch.Tens
     clips, labels = data.get_batch(index)
     real = to_model(clips)
     if kind == "class":
-        labels = torch.arange(n) % max(1, data.num_classes)
+        labels = default_labels(n, data.num_classes)
     return real, batch_condition(kind, real, labels, None if text_table is None else text_table[index])

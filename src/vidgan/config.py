@@ -47,6 +47,7 @@ class ModelConfig(_Strict):
     motion_spacing: float = 4.0  # frames between two random motion codes on the time axis
     sparse_frames: int = 3  # frames per clip that the discriminator sees (and the generator renders in training)
     fuse_resolution: int = 8  # the discriminator judges frames one by one down to this size, then together
+    synthesis: str = "dcgan"  # the per-frame image network: "dcgan" (BatchNorm, transposed convs) or "style" (StyleGAN2 modulated convs)
     # Filled from the dataset at train time.
     frames: int = 16
     resolution: int = 64

@@ -1,4 +1,4 @@
-"""`vidgan demo`: built-in Moving MNIST -> a small VideoGAN trained for a time budget -> clips."""
+"""`vidgan demo`: built-in Moving MNIST -> the default model of the small preset trained for a time budget -> clips."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def run_demo(
     cfg = load_config(config, {"data": str(data_dir), "train.time_budget": train_budget, "train.steps": 1_000_000})
     resume = (run_dir / "config.json").exists()
     log(
-        f"[2/3] training VideoGAN ({config} preset) for up to {train_budget:.0f} s in {run_dir}"
+        f"[2/3] training {cfg.model.name} ({config} preset) for up to {train_budget:.0f} s in {run_dir}"
         + (" (continuing the earlier demo run)" if resume else "")
     )
     result = train(cfg, run_dir, resume=resume, progress=progress, log=log)

@@ -22,7 +22,7 @@ USER_ERRORS = [
     ("vidgan.run", "CheckpointError"),
     ("vidgan.training.common", "NonFiniteLossError"),
     ("vidgan.text", "TextModelError"),
-    ("vidgan.library.catalog", "LibraryError"),
+    ("vidgan.library.tables", "LibraryError"),
     ("vidgan.metrics.extractors", "WeightsError"),
 ]
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from vidgan.conditioning import default_labels, make_condition
 from vidgan.config import RunConfig
 from vidgan.data.video_io import to_model, to_uint8
 from vidgan.models.layers import Condition
@@ -127,7 +128,7 @@ class VideoPipeline:
         if kind == "class":
             label = self.label_index(label)
             if label is None:
-                labels = torch.arange(n) % m.num_classes
+                labels = default_labels(n, m.num_classes)
             else:
                 labels = (
                     torch.as_tensor(label, dtype=torch.long).reshape(-1).expand(n)
@@ -136,7 +137,7 @@ class VideoPipeline:
                 )
             if len(labels) != n or labels.min() < 0 or labels.max() >= m.num_classes:
                 raise ValueError(f"labels must be {n} class indices in 0..{m.num_classes - 1}, got {label}")
-            return Condition(labels=labels)
+            return make_condition(kind, labels=labels)
         if kind == "first-frame":
             if first_frame is None:
                 raise ValueError(f"{self.source}: this model animates a given first frame; pass first_frame (--first-frame IMAGE)")
@@ -145,7 +146,7 @@ class VideoPipeline:
             if frame.shape != want or frame.dtype != np.uint8:
                 raise ValueError(f"first frame must be uint8 {want}, got {frame.dtype} {frame.shape}; use load_image(path, size)")
             clip = to_model(np.broadcast_to(frame, (n, 1, *want)).copy())  # (n, C, 1, H, W)
-            return Condition(first_frame=clip[:, :, 0])
+            return make_condition(kind, first_frames=clip[:, :, 0])
         if kind == "text":
             if text is None:
                 raise ValueError(f'{self.source}: this model is text-conditional; pass text (--text "a red circle moving left")')
@@ -155,7 +156,7 @@ class VideoPipeline:
             from vidgan.text import TextEncoder, embed_captions
 
             self._text_encoder = self._text_encoder or TextEncoder()
-            return Condition(text=embed_captions(sentences, self._text_encoder))
+            return make_condition(kind, text=embed_captions(sentences, self._text_encoder))
         raise ValueError(f"unknown condition {kind!r} in {self.source}")
 
     @torch.no_grad()

@@ -300,10 +300,22 @@ def test_make_grid_holds_last_frame_of_shorter_clips():
 
 def test_write_grid_writes_a_readable_file(tmp_path):
     clips = np.stack([gradient_clip(frames=6, height=16, width=16)] * 4)
-    path = write_grid(tmp_path / "samples" / "grid.gif", clips, fps=8)
+    path = write_grid(tmp_path / "samples" / "grid.gif", clips, fps=8, min_tile=16)
     info = probe(path)
     assert (info.frames, info.width, info.height) == (6, 2 + 2 * 18, 2 + 2 * 18)
     assert read_video(path).shape == (6, 38, 38, 3)
+
+
+def test_grid_previews_enlarge_small_clips_by_whole_factors(tmp_path):
+    clips = np.stack([gradient_clip(frames=3, height=32, width=32)] * 4)
+    path = write_grid(tmp_path / "grid.mp4", clips)  # 32 px tiles become 128 px (4x) for a person to see
+    assert probe(path).width == 2 + 2 * (128 + 2)
+    enlarged = read_video(write_grid(tmp_path / "grid.png", clips[:1], pad=0))  # png: lossless frames
+    assert enlarged.shape == (3, 128, 128, 3)
+    np.testing.assert_array_equal(enlarged[:, ::4, ::4], clips[0])
+    np.testing.assert_array_equal(enlarged[:, 3::4, 3::4], clips[0])  # nearest neighbour: 4x4 blocks
+    big = np.zeros((1, 2, 256, 256, 3), np.uint8)
+    assert probe(write_grid(tmp_path / "big.mp4", big, pad=0)).width == 256  # never shrunk, never enlarged past need
 
 
 # ----------------------------------------------------------------------------- model layout

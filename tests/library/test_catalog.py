@@ -7,20 +7,12 @@ import pytest
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
-from vidgan.library.catalog import (
-    SCHEMA_VERSION,
-    Clip,
-    Library,
-    LibraryError,
-    Provenance,
-    SchemaVersion,
-    create_catalog,
-    make_engine,
-    schema_version,
-)
+from vidgan.library.catalog import Library, create_catalog
 from vidgan.library.ingest import Ingester
 from vidgan.library.maintenance import collect_garbage, edit_tags, soft_delete
 from vidgan.library.queries import ClipQuery, clip_dict, facets, find_clips, get_clip
+from vidgan.library.schema import SCHEMA_VERSION, make_engine, schema_version
+from vidgan.library.tables import Clip, LibraryError, Provenance, SchemaVersion
 
 # (model, label, label_name, caption, tags, scores) for six different clips
 CLIPS = [

@@ -8,11 +8,12 @@ import pytest
 from typer.testing import CliRunner
 
 from vidgan.cli import app as main_app
-from vidgan.library.catalog import Library, LibraryError
+from vidgan.library.catalog import Library
 from vidgan.library.cli import app as library_app
 from vidgan.library.hashing import frames_hash, sha256_file
 from vidgan.library.provenance import regenerate
 from vidgan.library.queries import ClipQuery, find_clips, get_clip
+from vidgan.library.tables import LibraryError
 from vidgan.pipeline import VideoPipeline
 from vidgan.run import Run
 

@@ -9,9 +9,10 @@ import pytest
 pytest.importorskip("fastapi", reason="the gallery needs the web extra: pip install 'vidgan[web]'")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from vidgan.library.catalog import Clip, Library  # noqa: E402
+from vidgan.library.catalog import Library  # noqa: E402
 from vidgan.library.ingest import Ingester  # noqa: E402
 from vidgan.library.maintenance import soft_delete  # noqa: E402
+from vidgan.library.tables import Clip  # noqa: E402
 from vidgan.library.web import create_app  # noqa: E402
 
 BASE = "http://127.0.0.1"

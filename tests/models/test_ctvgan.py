@@ -19,19 +19,24 @@ def tiny(**overrides) -> ModelConfig:
     return ModelConfig(**(base | overrides))
 
 
+SYNTHESIS = ["style", "dcgan"]
+
+
+@pytest.mark.parametrize("synthesis", SYNTHESIS)
 @pytest.mark.parametrize("frames", [1, 5, 8, 23])
-def test_generates_clips_of_any_length_in_range(frames):
+def test_generates_clips_of_any_length_in_range(frames, synthesis):
     torch.manual_seed(0)
-    G, _ = build_model(tiny())
+    G, _ = build_model(tiny(synthesis=synthesis))
     z = torch.randn(2, G.z_dim_for(frames))
     video = G.eval()(z, frames=frames)
     assert video.shape == (2, 1, frames, 16, 16)
     assert video.min() >= -1 and video.max() <= 1 and video.std() > 0
 
 
-def test_a_frame_depends_only_on_its_noise_and_time():
+@pytest.mark.parametrize("synthesis", SYNTHESIS)
+def test_a_frame_depends_only_on_its_noise_and_time(synthesis):
     torch.manual_seed(0)
-    G, _ = build_model(tiny())
+    G, _ = build_model(tiny(synthesis=synthesis))
     G.eval()
     z = torch.randn(3, G.z_dim_for(40))
     with torch.no_grad():
@@ -50,9 +55,10 @@ def test_a_frame_depends_only_on_its_noise_and_time():
     assert half < (long[:, :, 0] - long[:, :, 39]).abs().mean()
 
 
-def test_content_is_shared_by_the_frames_and_motion_moves_them():
+@pytest.mark.parametrize("synthesis", SYNTHESIS)
+def test_content_is_shared_by_the_frames_and_motion_moves_them(synthesis):
     torch.manual_seed(0)
-    G, _ = build_model(tiny())
+    G, _ = build_model(tiny(synthesis=synthesis))
     G.eval()
     z = torch.randn(4, G.z_dim)
     content, motion = G.split_z(z)
@@ -62,6 +68,11 @@ def test_content_is_shared_by_the_frames_and_motion_moves_them():
         moved = G(G.join_z(content, torch.randn_like(motion)))
     assert not torch.allclose(clips[0], clips[1])  # other content, same motion: other clips
     assert not torch.allclose(clips[0], moved[0])  # same content, other motion: other clip
+
+
+def test_unknown_synthesis_is_refused():
+    with pytest.raises(ValueError, match="synthesis"):
+        build_model(tiny(synthesis="pixels"))
 
 
 def test_short_noise_is_refused():
@@ -89,10 +100,11 @@ def test_discriminator_fuses_frames_at_any_resolution(fuse):
     assert D(torch.randn(2, 1, 3, 16, 16), times=torch.tensor([[0.0, 2.0, 5.0]] * 2)).shape == (2,)
 
 
+@pytest.mark.parametrize("synthesis", SYNTHESIS)
 @pytest.mark.parametrize("kind", ["class", "text", "first-frame"])
-def test_conditions(kind):
+def test_conditions(kind, synthesis):
     torch.manual_seed(0)
-    G, D = build_model(tiny(condition=kind, num_classes=3, text_dim=6))
+    G, D = build_model(tiny(condition=kind, num_classes=3, text_dim=6, synthesis=synthesis))
     cond = Condition(labels=torch.tensor([0, 2]), text=torch.randn(2, 6), first_frame=torch.rand(2, 1, 16, 16) * 2 - 1)
     video = G(torch.randn(2, G.z_dim), cond)
     assert video.shape == (2, 1, 8, 16, 16)

@@ -399,8 +399,20 @@ def make_grid(clips, nrow: int | None = None, pad: int = 2, pad_value: int = 0) 
     return grid
 
 
-def write_grid(path, clips, nrow: int | None = None, fps: float = 8.0, pad: int = 2) -> Path:
-    return write_video(path, make_grid(clips, nrow=nrow, pad=pad), fps=fps)
+PREVIEW_TILE = 128  # grid previews enlarge small clips to at least this many pixels a side, so a person can judge them
+
+
+def enlarge(clips, min_side: int) -> list[np.ndarray]:
+    """Clips (T, H, W, C) repeated nearest-neighbour by the whole factor that makes their longer side >= min_side."""
+    clips = [np.asarray(clip) for clip in clips]
+    factor = max(1, math.ceil(min_side / max(clips[0].shape[1:3]))) if clips else 1
+    return [clip.repeat(factor, axis=1).repeat(factor, axis=2) if factor > 1 else clip for clip in clips]
+
+
+def write_grid(path, clips, nrow: int | None = None, fps: float = 8.0, pad: int = 2, min_tile: int = PREVIEW_TILE) -> Path:
+    """A preview grid of clips: each tile enlarged (nearest neighbour, whole factors) to at least
+    `min_tile` pixels a side; the clip files themselves keep their true size."""
+    return write_video(path, make_grid(enlarge(clips, min_tile), nrow=nrow, pad=pad), fps=fps)
 
 
 # ----------------------------------------------------------------------------- model layout

@@ -7,8 +7,9 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from vidgan.library.catalog import Library, LibraryError, utcnow
+from vidgan.library.catalog import Library
 from vidgan.library.queries import ClipQuery, clip_dict, export_name, find_clips
+from vidgan.library.tables import LibraryError, utcnow
 
 
 def export_clips(lib: Library, query: ClipQuery, to: str | Path) -> tuple[int, Path]:

@@ -31,9 +31,10 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from vidgan.data.video_io import VideoError, iter_frames, probe
-from vidgan.library.catalog import Clip, Library, Provenance, Score, Tag, clip_path, derived_path
+from vidgan.library.catalog import Library
 from vidgan.library.hashing import MOTION_PROTOCOL, PREVIEW_FRAMES, digest_frames, frames_hash, phash_distance, sha256_file
 from vidgan.library.store import CLIP_FORMATS, LOSSLESS_FORMAT, fsync_file, place_files, tmp_dir, write_apng, write_preview
+from vidgan.library.tables import Clip, Provenance, Score, Tag, clip_path, derived_path
 
 # Near-duplicate threshold on phash_distance (0 = same picture, 1 = every bit differs). Measured on
 # 64 Moving MNIST, 40 shapes and 22 real 64x64x16 clips: mp4/webm/gif re-encodes of one clip at

@@ -15,11 +15,12 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
 from vidgan.data.video_io import iter_frames
-from vidgan.library.catalog import STORE, Clip, Library, LibraryError, Provenance, Tag, asset_path, derived_path, utcnow
+from vidgan.library.catalog import Library
 from vidgan.library.hashing import PREVIEW_FRAMES, digest_frames, sha256_file
 from vidgan.library.ingest import lock, normalize_tag
 from vidgan.library.queries import get_clip
 from vidgan.library.store import TMP_GRACE, tmp_dir, write_preview
+from vidgan.library.tables import STORE, Clip, LibraryError, Provenance, Tag, asset_path, derived_path, utcnow
 
 
 @dataclass

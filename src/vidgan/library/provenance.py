@@ -14,11 +14,12 @@ import av
 import numpy as np
 
 from vidgan.data.video_io import iter_frames, write_video
-from vidgan.library.catalog import Library, LibraryError
+from vidgan.library.catalog import Library
 from vidgan.library.hashing import digest_frames, frames_hash, sha256_file
 from vidgan.library.ingest import DEFAULT_THRESHOLD, Ingester, IngestResult
 from vidgan.library.queries import get_clip
 from vidgan.library.store import LOSSLESS_FORMAT, load_asset, store_asset, tmp_dir, write_apng
+from vidgan.library.tables import LibraryError
 from vidgan.run import CHECKPOINTS, Run, generator_file
 
 

@@ -15,7 +15,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, selectinload
 
-from vidgan.library.catalog import MAX_ID, Clip, Library, Provenance, Score, Tag
+from vidgan.library.catalog import Library
+from vidgan.library.tables import MAX_ID, Clip, Provenance, Score, Tag
 
 
 @dataclass

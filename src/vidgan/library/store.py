@@ -12,8 +12,9 @@ import numpy as np
 from PIL import Image
 
 from vidgan.data.video_io import VIDEO_SUFFIXES
-from vidgan.library.catalog import Library, LibraryError, asset_path
+from vidgan.library.catalog import Library
 from vidgan.library.hashing import frames_hash, rgb
+from vidgan.library.tables import LibraryError, asset_path
 
 TMP_GRACE = 600.0  # seconds: younger files in store/tmp may belong to an ingest in progress
 LOSSLESS_FORMAT = "apng"  # a folder of frames (generate --format png) is stored as one lossless animated PNG

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidgan.conditioning import caption_embeddings
+from vidgan.conditioning import caption_embeddings, default_labels, make_condition
 from vidgan.data.clips import INDEX_NAME, ClipDataset
 from vidgan.data.video_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, probe, read_video, to_uint8
 from vidgan.run import is_checkpoint, is_run
@@ -225,7 +225,6 @@ def make_conditions(
 ) -> Callable | None:
     """Condition for generated sample i, taken from real clip i mod N (labels, first frame, caption)."""
     from vidgan.data.video_io import to_model
-    from vidgan.models.layers import Condition
 
     if kind == "none":
         return None
@@ -233,8 +232,8 @@ def make_conditions(
     if kind == "class":
         if dataset is not None and dataset.data.num_classes == num_classes:
             labels = dataset.data.labels.clamp(min=0)
-            return lambda items: Condition(labels=labels[torch.from_numpy(items % len(labels))])
-        return lambda items: Condition(labels=torch.from_numpy(items % num_classes))
+            return lambda items: make_condition(kind, labels=labels[torch.from_numpy(items % len(labels))])
+        return lambda items: make_condition(kind, labels=default_labels(int(items.max()) + 1, num_classes)[torch.from_numpy(items)])
     if real is None or real.count is None:
         raise ValueError(f"a {kind}-conditional model takes its conditions from the real clips: pass --real DATA")
     if kind == "first-frame":
@@ -244,7 +243,7 @@ def make_conditions(
             clip = real.load(refs, 1, resolution)
             if clip.shape[-1] != channels:
                 clip = clip.mean(-1, keepdims=True).round().astype(np.uint8) if channels == 1 else np.repeat(clip, 3, -1)
-            return Condition(first_frame=to_model(clip)[:, :, 0])
+            return make_condition(kind, first_frames=to_model(clip)[:, :, 0])
 
         return first_frames
     if kind == "text":
@@ -255,7 +254,7 @@ def make_conditions(
                 )
             text_table = caption_embeddings(dataset.data)
         table = text_table
-        return lambda items: Condition(text=table[torch.from_numpy(items % len(table))])
+        return lambda items: make_condition(kind, text=table[torch.from_numpy(items % len(table))])
     raise ValueError(f"unknown condition {kind!r}")
 
 

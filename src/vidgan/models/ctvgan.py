@@ -1,16 +1,20 @@
 """CTVGAN: a continuous-time video GAN trained on a few frames per clip (in the line of StyleGAN-V / DIGAN).
 
-Generator: every frame is drawn by one 2D StyleGAN2-style image network from
-  content  a mapping network (z -> w, as in StyleGAN2) whose w modulates every convolution and is
-           the same for all frames of a clip, so what a clip shows cannot drift from frame to frame;
+Generator: every frame is drawn by one 2D image network (`synthesis`: "dcgan", BatchNorm and
+transposed convolutions from the concatenated codes, or "style", StyleGAN2's modulated convolutions)
+from
+  content  a mapping network (z -> w, as in StyleGAN2) whose w is the same for all frames of a clip
+           (the style network modulates every convolution with it), so what a clip shows cannot
+           drift from frame to frame;
   motion   random motion codes placed every `motion_spacing` frames on the time axis and linearly
            interpolated, so motion is a continuous, piecewise-linear function of time (bouncing and
            panning are piecewise linear too), plus sinusoids of time with learned frequencies whose
-           phases come from the motion code (StyleGAN-V's acyclic time embedding). The motion
-           features are turned into the 4x4 input map of the image network (in place of StyleGAN's
+           phases come from the motion code (StyleGAN-V's acyclic time embedding). The style
+           network turns the motion features into its 4x4 input map (in place of StyleGAN's
            constant), so they decide where things are and w decides what they look like.
-A frame is a function of (z, t) alone: the same frame comes out whether it is rendered by itself or
-inside a longer clip, at any real-valued time, so clips can be any length and any frame rate.
+A frame is a function of (z, t) alone (in eval mode: while training, the DCGAN network's BatchNorm
+uses batch statistics): the same frame comes out whether it is rendered by itself or inside a longer
+clip, at any real-valued time, so clips can be any length and any frame rate.
 
 Discriminator: sees K frames of a clip (default 3) at their times. A 2D residual backbone shared by
 the frames runs to `fuse_resolution`, the frames' feature maps are then stacked along channels and
@@ -20,9 +24,10 @@ embedded and used as a projection term (StyleGAN-V conditions on them the same w
 Training renders only those K frames per clip (vidgan.training's GAN step draws the times), so a
 step costs about as much as an image GAN on K images, not a 3D GAN on all T frames.
 
-Differences from StyleGAN-V: no noise inputs (per-frame noise flickers), bilinear up/down-sampling
-instead of FIR filters, linear instead of cubic motion-code interpolation, and sizes chosen for CPU
-budgets (see the presets).
+Differences from StyleGAN-V: the DCGAN synthesis by default (on Moving MNIST at CPU budgets the style
+network learned far more slowly; README), no noise inputs (per-frame noise flickers), bilinear
+up/down-sampling instead of FIR filters, linear instead of cubic motion-code interpolation, an
+equalised learning rate in D, and sizes chosen for CPU budgets (see the presets).
 """
 
 from __future__ import annotations
@@ -37,13 +42,13 @@ from vidgan.config import ModelConfig
 from vidgan.models.layers import (
     Condition,
     ConditionEncoder,
+    ImageDecoder,
     generator_widths,
     maybe_spectral_norm,
     minibatch_std,
     projection,
     spatial_doublings,
 )
-from vidgan.models.registry import register
 from vidgan.models.videogan import with_first_frame
 
 GAIN = math.sqrt(2.0)  # leaky-ReLU gain, so activations keep unit variance
@@ -64,6 +69,31 @@ class EqualLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
+
+
+class EqualConv2d(nn.Module):
+    """Conv2d with StyleGAN's equalised learning rate: N(0, 1) weights scaled by 1/sqrt(fan_in) at run
+    time, so one Adam learning rate moves every layer by the same relative amount."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.scale, self.padding = 1.0 / math.sqrt(in_ch * kernel * kernel), kernel // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+
+
+def d_conv(in_ch: int, out_ch: int, kernel: int, sn: bool, bias: bool = True) -> nn.Module:
+    """A discriminator conv: spectrally normalised (spectral_norm: true) or with an equalised learning rate."""
+    if sn:
+        return maybe_spectral_norm(nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=bias), True)
+    return EqualConv2d(in_ch, out_ch, kernel, bias)
+
+
+def d_linear(in_dim: int, out_dim: int, sn: bool) -> nn.Module:
+    return maybe_spectral_norm(nn.Linear(in_dim, out_dim), True) if sn else EqualLinear(in_dim, out_dim)
 
 
 class ModulatedConv(nn.Module):
@@ -135,20 +165,31 @@ class Generator(nn.Module):
             layers += [EqualLinear(width, w_dim, lr_mul=0.01), nn.LeakyReLU(0.2)]
             width = w_dim
         self.mapping = nn.Sequential(*layers)
+        w_dim = width  # no mapping layers: w is the normalised noise (and condition) itself
         self.motion = MotionEncoder(cfg.motion_dim, cfg.motion_spacing)
-        n = spatial_doublings(cfg.resolution)
-        widths = generator_widths(cfg.g_channels, cfg.max_channels, n + 1)
-        self.motion_channels = max(8, widths[0] // 4)
-        self.to_input = EqualLinear(self.motion.out_dim, self.motion_channels * 16)
-        self.const = nn.Parameter(torch.randn(1, widths[0], 4, 4))
-        self.first = ModulatedConv(widths[0] + self.motion_channels, widths[0], w_dim)
-        self.convs = nn.ModuleList()
-        self.to_rgb = nn.ModuleList([ModulatedConv(widths[0], cfg.channels, w_dim, kernel=1, demodulate=False)])
-        for i in range(n):
-            self.convs.append(
-                nn.ModuleList([ModulatedConv(widths[i], widths[i + 1], w_dim, up=True), ModulatedConv(widths[i + 1], widths[i + 1], w_dim)])
-            )
-            self.to_rgb.append(ModulatedConv(widths[i + 1], cfg.channels, w_dim, kernel=1, demodulate=False))
+        self.synthesis = cfg.synthesis
+        if cfg.synthesis == "dcgan":
+            # DCGAN's image generator (BatchNorm, transposed convs, tanh) from [w, motion features]:
+            # far fewer images to a recognisable frame than the style network, which CPU budgets need.
+            self.decoder = ImageDecoder(w_dim + self.motion.out_dim, cfg.channels, cfg.resolution, cfg.g_channels, cfg.max_channels)
+        elif cfg.synthesis == "style":
+            n = spatial_doublings(cfg.resolution)
+            widths = generator_widths(cfg.g_channels, cfg.max_channels, n + 1)
+            self.motion_channels = max(8, widths[0] // 4)
+            self.to_input = EqualLinear(self.motion.out_dim, self.motion_channels * 16)
+            self.const = nn.Parameter(torch.randn(1, widths[0], 4, 4))
+            self.first = ModulatedConv(widths[0] + self.motion_channels, widths[0], w_dim)
+            self.convs = nn.ModuleList()
+            self.to_rgb = nn.ModuleList([ModulatedConv(widths[0], cfg.channels, w_dim, kernel=1, demodulate=False)])
+            for i in range(n):
+                self.convs.append(
+                    nn.ModuleList(
+                        [ModulatedConv(widths[i], widths[i + 1], w_dim, up=True), ModulatedConv(widths[i + 1], widths[i + 1], w_dim)]
+                    )
+                )
+                self.to_rgb.append(ModulatedConv(widths[i + 1], cfg.channels, w_dim, kernel=1, demodulate=False))
+        else:
+            raise ValueError(f"unknown model.synthesis {cfg.synthesis!r}; choose style or dcgan")
         self.register_buffer("w_avg", torch.zeros(w_dim))  # for truncation; tracked in training
 
     @property
@@ -173,14 +214,18 @@ class Generator(nn.Module):
         return self.mapping(self.cond.attach(x, cond))
 
     def render(self, w: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
-        """Frames from styles w (N, w_dim) and motion features (N, out_dim): (N, C, H, W) in [-1, 1]."""
+        """Frames from styles w (N, w_dim) and motion features (N, out_dim): (N, C, H, W), in [-1, 1] in eval mode."""
+        if self.synthesis == "dcgan":
+            return self.decoder(torch.cat([w, motion.to(w.dtype)], dim=1))
         x = torch.cat([self.const.expand(len(w), -1, -1, -1), self.to_input(motion).view(len(w), -1, 4, 4)], dim=1)
         x = lrelu(self.first(x, w))
         rgb = self.to_rgb[0](x, w)
         for (up, conv), to_rgb in zip(self.convs, self.to_rgb[1:]):
             x = lrelu(conv(lrelu(up(x, w)), w))
             rgb = F.interpolate(rgb, scale_factor=2, mode="bilinear", align_corners=False) + to_rgb(x, w)
-        return torch.tanh(rgb)
+        # Linear output while training, as in StyleGAN: a tanh saturates on the flat backgrounds of
+        # clips (black, in Moving MNIST) and its vanishing gradient kept G from drawing anything there.
+        return rgb if self.training else rgb.clamp(-1.0, 1.0)
 
     def forward(
         self,
@@ -222,9 +267,9 @@ class DBlock(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, sn: bool):
         super().__init__()
-        self.conv1 = maybe_spectral_norm(nn.Conv2d(in_ch, in_ch, 3, padding=1), sn)
-        self.conv2 = maybe_spectral_norm(nn.Conv2d(in_ch, out_ch, 3, padding=1), sn)
-        self.skip = maybe_spectral_norm(nn.Conv2d(in_ch, out_ch, 1, bias=False), sn)
+        self.conv1 = d_conv(in_ch, in_ch, 3, sn)
+        self.conv2 = d_conv(in_ch, out_ch, 3, sn)
+        self.skip = d_conv(in_ch, out_ch, 1, sn, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.avg_pool2d(lrelu(self.conv2(lrelu(self.conv1(x)))), 2)
@@ -245,16 +290,16 @@ class Discriminator(nn.Module):
         self.k, sn = cfg.sparse_frames, cfg.spectral_norm
         fuse = min(max(4, cfg.fuse_resolution), cfg.resolution)
         widths = [min(cfg.max_channels, cfg.d_channels * 2**i) for i in range(n + 1)]
-        self.from_rgb = maybe_spectral_norm(nn.Conv2d(cfg.channels, widths[0], 1), sn)
+        self.from_rgb = d_conv(cfg.channels, widths[0], 1, sn)
         f = spatial_doublings(cfg.resolution) - spatial_doublings(fuse) if fuse >= 8 else n  # blocks before fusing
         self.per_frame = nn.ModuleList([DBlock(widths[i], widths[i + 1], sn) for i in range(f)])
         self.joint = nn.ModuleList([DBlock(widths[i] * (self.k if i == f else 1), widths[i + 1], sn) for i in range(f, n)])
         ch = widths[n] * (self.k if f == n else 1)
         self.minibatch_std = cfg.minibatch_std
-        self.final_conv = maybe_spectral_norm(nn.Conv2d(ch + int(cfg.minibatch_std), ch, 3, padding=1), sn)
-        self.final = maybe_spectral_norm(nn.Linear(ch * 16, ch), sn)
-        self.out = maybe_spectral_norm(nn.Linear(ch, 1), sn)
-        self.time_embed = nn.Sequential(nn.Linear((self.k - 1) * 16, ch), nn.LeakyReLU(0.2), nn.Linear(ch, ch)) if self.k > 1 else None
+        self.final_conv = d_conv(ch + int(cfg.minibatch_std), ch, 3, sn)
+        self.final = d_linear(ch * 16, ch, sn)
+        self.out = d_linear(ch, 1, sn)
+        self.time_embed = nn.Sequential(EqualLinear((self.k - 1) * 16, ch), nn.LeakyReLU(0.2), EqualLinear(ch, ch)) if self.k > 1 else None
         self.cond = ConditionEncoder(cfg.condition, ch, cfg.num_classes, cfg.text_dim, cfg.channels)
 
     def forward(self, x: torch.Tensor, cond: Condition | None = None, times: torch.Tensor | None = None) -> torch.Tensor:
@@ -280,6 +325,5 @@ class Discriminator(nn.Module):
         return logit
 
 
-@register("ctvgan")
 def build_ctvgan(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
     return Generator(cfg), Discriminator(cfg)

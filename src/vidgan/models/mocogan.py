@@ -35,7 +35,6 @@ from vidgan.models.layers import (
     projection,
     spatial_doublings,
 )
-from vidgan.models.registry import register
 from vidgan.models.videogan import Discriminator as VideoDiscriminator
 from vidgan.models.videogan import with_first_frame
 
@@ -128,6 +127,5 @@ class Discriminator(nn.Module):
         return torch.stack([self.video(x, cond), self.image(frames, cond)], dim=1)
 
 
-@register("mocogan")
 def build_mocogan(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
     return Generator(cfg), Discriminator(cfg)

@@ -16,38 +16,31 @@ generator of its own) or "prior" (stage 2: a token Transformer plus the VQ-VAE t
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch.nn as nn
 
 from vidgan.config import ModelConfig, VQConfig
+from vidgan.models import ctvgan, mocogan, tgan, transformer, videogan, vqvae
 
-Builder = Callable[..., "tuple[nn.Module, nn.Module | None]"]
-KINDS = ("gan", "vqvae", "prior")
-_MODELS: dict[str, tuple[Builder, str]] = {}
-
-
-def register(name: str, kind: str = "gan") -> Callable[[Builder], Builder]:
-    if kind not in KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; one of {', '.join(KINDS)}")
-
-    def wrap(builder: Builder) -> Builder:
-        _MODELS[name] = (builder, kind)
-        return builder
-
-    return wrap
+# name -> (builder, kind). A new model: one file in models/ with a builder, and one line here.
+MODELS = {
+    "videogan": (videogan.build_videogan, "gan"),
+    "videogan-2stream": (videogan.build_videogan_2stream, "gan"),
+    "tgan": (tgan.build_tgan, "gan"),
+    "mocogan": (mocogan.build_mocogan, "gan"),
+    "ctvgan": (ctvgan.build_ctvgan, "gan"),
+    "vqvae": (vqvae.build_vqvae, "vqvae"),
+    "videogpt": (transformer.build_videogpt, "prior"),
+}
 
 
 def model_names() -> list[str]:
-    _import_builtin_models()
-    return sorted(_MODELS)
+    return sorted(MODELS)
 
 
-def _entry(name: str) -> tuple[Builder, str]:
-    _import_builtin_models()
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(_MODELS))}")
-    return _MODELS[name]
+def _entry(name: str):
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
+    return MODELS[name]
 
 
 def model_kind(name: str) -> str:
@@ -57,8 +50,3 @@ def model_kind(name: str) -> str:
 def build_model(cfg: ModelConfig, vq: VQConfig | None = None) -> tuple[nn.Module, nn.Module | None]:
     builder, kind = _entry(cfg.name)
     return builder(cfg) if kind == "gan" else builder(cfg, vq or VQConfig())
-
-
-def _import_builtin_models() -> None:
-    # Imported for their @register side effect; kept lazy so `import vidgan` stays light.
-    from vidgan.models import ctvgan, mocogan, tgan, transformer, videogan, vqvae  # noqa: F401

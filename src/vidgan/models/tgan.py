@@ -24,7 +24,6 @@ import torch.nn as nn
 
 from vidgan.config import ModelConfig
 from vidgan.models.layers import Condition, ConditionEncoder, ImageDecoder
-from vidgan.models.registry import register
 from vidgan.models.videogan import Discriminator, with_first_frame
 
 
@@ -70,6 +69,5 @@ class Generator(nn.Module):
         return with_first_frame(video, cond) if self.cond.kind == "first-frame" else video
 
 
-@register("tgan")
 def build_tgan(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
     return Generator(cfg), Discriminator(cfg)

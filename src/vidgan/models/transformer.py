@@ -26,7 +26,6 @@ import torch.nn.functional as F
 
 from vidgan.config import ModelConfig, VQConfig
 from vidgan.models.layers import Condition, ConditionEncoder
-from vidgan.models.registry import register
 from vidgan.models.vqvae import VQVAE
 
 
@@ -288,7 +287,6 @@ class TwoStageGenerator(nn.Module):
         return self.vqvae.decode(self.sample_tokens(z, cond, frames))
 
 
-@register("videogpt", kind="prior")
 def build_videogpt(cfg: ModelConfig, vq: VQConfig) -> tuple[nn.Module, None]:
     """Stage 2: the token prior with the VQ-VAE that decodes its tokens (one generator module; no D)."""
     return TwoStageGenerator(cfg, vq), None

@@ -28,7 +28,6 @@ from vidgan.models.layers import (
     projection,
     spatial_doublings,
 )
-from vidgan.models.registry import register
 
 
 def video_pyramid(cfg: ModelConfig) -> tuple[int, list[bool]]:
@@ -168,11 +167,9 @@ def with_first_frame(video: torch.Tensor, cond: Condition) -> torch.Tensor:
     return torch.cat([cond.first_frame.unsqueeze(2).to(video.dtype), video[:, :, 1:]], dim=2)
 
 
-@register("videogan")
 def build_videogan(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
     return Generator(cfg), Discriminator(cfg)
 
 
-@register("videogan-2stream")
 def build_videogan_2stream(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
     return TwoStreamGenerator(cfg), Discriminator(cfg)

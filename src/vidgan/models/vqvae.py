@@ -20,7 +20,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vidgan.config import ModelConfig, VQConfig
-from vidgan.models.registry import register
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -264,7 +263,6 @@ def vqvae_loss(x: torch.Tensor, recon: torch.Tensor, q: Quantized, kind: str = "
     return rec + commitment_weight * q.commitment, rec
 
 
-@register("vqvae", kind="vqvae")
 def build_vqvae(cfg: ModelConfig, vq: VQConfig) -> tuple[nn.Module, nn.Module | None]:
     """Stage 1 of the two-stage generator: the VQ-VAE and, with vq.adversarial > 0, its patch critic."""
     model = VQVAE.from_config(cfg, vq)

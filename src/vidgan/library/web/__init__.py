@@ -23,8 +23,9 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.background import BackgroundTask
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from vidgan.library.catalog import MAX_ID, STORE, Library, LibraryError
+from vidgan.library.catalog import Library
 from vidgan.library.queries import ClipQuery, clip_dict, count_clips, export_name, facets, find_clips, get_clip, parse_scores
+from vidgan.library.tables import MAX_ID, STORE, LibraryError
 
 STATIC = FsPath(__file__).parent / "static"
 PAGES = {"app.js": "text/javascript", "style.css": "text/css"}

@@ -1,0 +1,32 @@
+"""The quality benchmark runs end to end at a tiny budget, so it cannot rot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.mark.slow
+def test_quality_benchmark_end_to_end(tmp_path):
+    out = tmp_path / "quality.json"
+    cmd = [sys.executable, str(BENCHMARKS / "quality.py"), "--budget", "2", "--preset", "tiny", "--size", "16", "--frames", "8",
+           "--clips", "16", "--eval-n", "8", "--effnet-size", "32", "--threads", "1", "--work", str(tmp_path / "work"), "--json", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    table = {(t["dataset"], t["row"]): t for t in result["table"]}
+    rows = ["videogan-paper", "videogan", "mocogan", "two-stage", "ctvgan", "floor"]
+    assert set(table) == {(d, r) for d in ("moving-mnist", "sample-clips") for r in rows}
+    for (dataset, row), t in table.items():
+        assert t["fd"] > 0 and 0 <= t["precision"] <= 1 and 0 <= t["recall"] <= 1, (dataset, row, t)
+        if row != "floor":
+            assert t["steps"] >= 1 and t["clips_per_s"] > 0
+    # (at 8 clips and 2 s of training the distances are noise: which row wins is not tested here)
+    assert all(t["n_real"] >= 8 for t in result["rows"] if t["dataset"] == "moving-mnist")
+    assert "x floor" in proc.stdout and "ctvgan" in proc.stdout
