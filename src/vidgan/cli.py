@@ -94,7 +94,8 @@ def train(
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Train a video GAN. Multi-process: torchrun --nproc_per_node N -m vidgan train ..."""
-    from vidgan.config import RunConfig, apply_settings, load_config, with_overrides
+    from vidgan.config import apply_settings, load_config, with_overrides
+    from vidgan.run import Run
     from vidgan.training.loop import train as run_train
 
     try:
@@ -105,8 +106,8 @@ def train(
             "loss.penalty": penalty, "loss.augment": aug, "vq.vqvae_run": vqvae and str(vqvae), "vq.tokens": tokens and str(tokens),
         }  # fmt: skip
         overrides = {k: v for k, v in chosen.items() if v is not None}
-        if resume and (out / "config.json").exists():
-            cfg = with_overrides(RunConfig.load(out / "config.json"), overrides)
+        if resume and Run(out).exists():
+            cfg = with_overrides(Run(out).config(), overrides)
         else:
             cfg = load_config(config, overrides)
         if not cfg.data:

@@ -9,6 +9,7 @@ from pathlib import Path
 from vidgan.config import load_config
 from vidgan.data.prepare import PrepareSettings, prepare
 from vidgan.generation import generate
+from vidgan.run import Run
 from vidgan.training.loop import train
 
 
@@ -40,7 +41,7 @@ def run_demo(
     # `budget` bounds the whole demo: training gets what preparing left, minus time to write the clips.
     train_budget = max(1.0, budget - (time.monotonic() - t0) - min(20.0, 0.05 * budget))
     cfg = load_config(config, {"data": str(data_dir), "train.time_budget": train_budget, "train.steps": 1_000_000})
-    resume = (run_dir / "config.json").exists()
+    resume = Run(run_dir).exists()
     log(
         f"[2/3] training {cfg.model.name} ({config} preset) for up to {train_budget:.0f} s in {run_dir}"
         + (" (continuing the earlier demo run)" if resume else "")

@@ -26,10 +26,10 @@ from vidgan.run import CHECKPOINTS, Run, generator_file
 def run_scores(run_dir: Path | None, step: int | None) -> dict[str, tuple[float, str]]:
     """Scores of the checkpoint a clip came from, from RUN/metrics.jsonl (the lines vidgan.metrics
     appends, StyleGAN2-ADA style: {"step": S, "results": {"fvd2048_16f": 312.5}, "protocol": {...}}), when present."""
-    if run_dir is None or step is None or not (Path(run_dir) / "metrics.jsonl").is_file():
+    if run_dir is None or step is None or not Run(run_dir).metrics_path.is_file():
         return {}
     scores = {}
-    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+    for line in Run(run_dir).metrics_path.read_text().splitlines():
         try:
             entry = json.loads(line)
         except ValueError:

@@ -36,7 +36,7 @@ from vidgan.metrics.inception_score import inception_score
 from vidgan.metrics.precision_recall import prdc
 from vidgan.metrics.registry import MetricSpec, parse_metrics
 from vidgan.metrics.sources import DatasetSource, GeneratorSource, Source, make_conditions, open_source
-from vidgan.run import CheckpointError, Run, is_checkpoint, is_run, step_of
+from vidgan.run import METRICS, CheckpointError, Run, is_checkpoint, is_run, step_of
 
 KID_SUBSETS, KID_SUBSET_SIZE, PR_K, IS_SPLITS = 100, 1000, 5, 10
 
@@ -244,7 +244,7 @@ def evaluate(
     if isinstance(real_source, GeneratorSource):
         raise ValueError(f"{real}: --real must be a prepared dataset or a folder of videos, not a run")
     out = Path(out) if out is not None else (target.parent.parent if is_checkpoint(target) else target)
-    metrics_file = out / "metrics.jsonl"
+    metrics_file = out / METRICS
     steps: list[int | None] = [step]
     if all_checkpoints:
         if not is_run(target):
@@ -323,5 +323,5 @@ class TrainingEval:
         )
         ev = compute(fake, self.real, self.options, step=step, rank=self.rank, world=self.world, device=self.device)
         if self.rank == 0:
-            append_records(self.run_dir / "metrics.jsonl", ev.records)
+            append_records(Run(self.run_dir).metrics_path, ev.records)
         return ev.records
