@@ -30,3 +30,16 @@ def test_quality_benchmark_end_to_end(tmp_path):
     # (at 8 clips and 2 s of training the distances are noise: which row wins is not tested here)
     assert all(t["n_real"] >= 8 for t in result["rows"] if t["dataset"] == "moving-mnist")
     assert "x floor" in proc.stdout and "ctvgan" in proc.stdout
+
+
+@pytest.mark.slow
+def test_kill_resume_benchmark_kills_and_finishes(tmp_path):
+    """Two SIGKILLs at random moments of a tiny run: the run resumes each time and finishes all steps."""
+    cmd = [sys.executable, str(BENCHMARKS / "kill_resume.py"), "--kills", "2", "--steps", "30", "--min-delay", "5", "--max-delay", "8",
+           "--work", str(tmp_path)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "2 kills, 0 with problems; the final resume reached step 30 of 30" in proc.stdout
+    from vidgan.run import Run
+
+    assert Run(tmp_path / "run").newest_good().name == "step_000000030"

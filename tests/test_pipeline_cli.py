@@ -64,9 +64,9 @@ def test_cli_errors_are_one_line(tmp_path, mnist_data):
     cases = [
         (["train", str(tmp_path / "nodata"), "--out", str(tmp_path / "r")], "not a prepared dataset"),
         (["train", str(mnist_data), "--out", str(tmp_path / "r"), "--config", "huge"], "unknown config preset"),
-        (["generate", str(tmp_path / "norun"), "--out", str(tmp_path / "o")], "no checkpoint found"),
+        (["generate", str(tmp_path / "norun"), "--out", str(tmp_path / "o")], "no such run folder"),
         (["prepare", str(tmp_path / "missing"), str(tmp_path / "o")], "not a folder"),
-        (["train", "--resume", "--out", str(tmp_path / "nothing")], "no dataset given"),
+        (["train", "--resume", "--out", str(tmp_path / "nothing")], "no run to resume"),
         (
             ["train", str(mnist_data), "--out", str(tmp_path / "r"), "--set", "train.lr_dd=1"],
             "train has no setting 'lr_dd'; it has batch_size",

@@ -1,3 +1,3 @@
-from vidgan.cli import app
+from vidgan.cli import run_main
 
-app(prog_name="vidgan")
+run_main()

@@ -10,9 +10,18 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
+from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+# Ranges every setting must respect: an impossible value is refused when the config is read, not
+# discovered as a crash (or worse, a silently wrong run) later.
+Positive = Annotated[int, Field(gt=0)]
+NonNegative = Annotated[int, Field(ge=0)]
+Rate = Annotated[float, Field(gt=0, allow_inf_nan=False)]  # learning rates, sizes of steps
+Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]  # loss weights, penalties
+Fraction = Annotated[float, Field(ge=0, lt=1)]  # EMA decays, smoothing, Adam betas
 
 
 class _Strict(BaseModel):
@@ -22,10 +31,10 @@ class _Strict(BaseModel):
 
 class ModelConfig(_Strict):
     name: str = "videogan"
-    z_dim: int = 100
-    g_channels: int = 512  # widest generator layer; halves at every upsampling block
-    d_channels: int = 64  # narrowest discriminator layer; doubles at every downsampling block
-    max_channels: int = 512
+    z_dim: Positive = 100
+    g_channels: Positive = 512  # widest generator layer; halves at every upsampling block
+    d_channels: Positive = 64  # narrowest discriminator layer; doubles at every downsampling block
+    max_channels: Positive = 512
     spectral_norm: bool = False  # on the discriminator's convs
     # ProGAN's minibatch standard deviation: D sees how much the clips of a small group differ,
     # so a generator that ignores its noise is easy to spot (fights mode collapse).
@@ -33,38 +42,38 @@ class ModelConfig(_Strict):
     # What the generator is conditioned on: "none", "class" (dataset labels), "text" (caption
     # embeddings, text_dim wide) or "first-frame" (generate the rest of a clip from its frame 0).
     condition: str = "none"
-    cond_dim: int = 64  # width of the condition embedding fed to G and used for D's projection
-    text_dim: int = 384  # MiniLM-L6 sentence embeddings
+    cond_dim: Positive = 64  # width of the condition embedding fed to G and used for D's projection
+    text_dim: Positive = 384  # MiniLM-L6 sentence embeddings
     # Model-specific settings; models that do not use a field ignore it. None means "as wide as z_dim".
-    frame_dim: int | None = None  # tgan: width of each frame's latent z_t from the temporal generator
-    content_dim: int | None = None  # mocogan: width of the content code (one per clip); G.z_dim adds frames * noise_dim
-    noise_dim: int = 10  # mocogan: width of the per-frame motion noise eps_t (10 in MoCoGAN)
-    motion_dim: int = 10  # mocogan: width of the motion code m_t, the GRU's state (MoCoGAN's d_M = 10)
-    image_frames: int = 1  # mocogan: frames per clip the image discriminator judges (mean of their logits)
+    frame_dim: Positive | None = None  # tgan: width of each frame's latent z_t from the temporal generator
+    content_dim: Positive | None = None  # mocogan: width of the content code (one per clip); G.z_dim adds frames * noise_dim
+    noise_dim: Positive = 10  # mocogan: width of the per-frame motion noise eps_t (10 in MoCoGAN)
+    motion_dim: Positive = 10  # mocogan: width of the motion code m_t, the GRU's state (MoCoGAN's d_M = 10)
+    image_frames: Positive = 1  # mocogan: frames per clip the image discriminator judges (mean of their logits)
     # ctvgan (continuous-time generator, vidgan.models.ctvgan)
-    w_dim: int = 128  # width of the mapped content code w
-    mapping_layers: int = 2  # layers of the mapping network z -> w
-    motion_spacing: float = 4.0  # frames between two random motion codes on the time axis
-    sparse_frames: int = 3  # frames per clip that the discriminator sees (and the generator renders in training)
-    fuse_resolution: int = 8  # the discriminator judges frames one by one down to this size, then together
+    w_dim: Positive = 128  # width of the mapped content code w
+    mapping_layers: Positive = 2  # layers of the mapping network z -> w
+    motion_spacing: Rate = 4.0  # frames between two random motion codes on the time axis
+    sparse_frames: Positive = 3  # frames per clip that the discriminator sees (and the generator renders in training)
+    fuse_resolution: Positive = 8  # the discriminator judges frames one by one down to this size, then together
     synthesis: str = "dcgan"  # the per-frame image network: "dcgan" (BatchNorm, transposed convs) or "style" (StyleGAN2 modulated convs)
     # Filled from the dataset at train time.
-    frames: int = 16
-    resolution: int = 64
-    channels: int = 3
-    num_classes: int = 0
+    frames: Positive = 16
+    resolution: Positive = 64
+    channels: Positive = 3
+    num_classes: NonNegative = 0
     classes: list[str] = []  # class names (the dataset's sub-folder names), index = label
-    fps: float = 8.0  # playback rate of generated clips: the training data's rate
+    fps: Rate = 8.0  # playback rate of generated clips: the training data's rate
 
 
 class LossConfig(_Strict):
     name: str = "nonsat"  # nonsat, hinge, wgan, lsgan (vidgan.training.losses.LOSSES)
-    smoothing: float = 0.0  # one-sided label smoothing: real target 1 - smoothing (nonsat, lsgan)
+    smoothing: Fraction = 0.0  # one-sided label smoothing: real target 1 - smoothing (nonsat, lsgan)
     penalty: str = "none"  # "r1" (on real clips) or "gp" (WGAN-GP, on interpolates)
-    penalty_weight: float = 10.0  # gamma for R1 (applied as gamma/2), lambda for GP
-    penalty_every: int = 1  # lazy regularisation: every N D steps, weighted by N
+    penalty_weight: Weight = 10.0  # gamma for R1 (applied as gamma/2), lambda for GP
+    penalty_every: Positive = 1  # lazy regularisation: every N D steps, weighted by N
     augment: str = ""  # DiffAugment policy for real and fake clips, e.g. "color,translation,cutout"
-    mask_l1: float = 0.0  # videogan-2stream: L1 sparsity prior on the foreground mask (the paper used 0.1)
+    mask_l1: Weight = 0.0  # videogan-2stream: L1 sparsity prior on the foreground mask (the paper used 0.1)
 
 
 TWO_STAGE_MODELS = ("vqvae", "videogpt")
@@ -75,56 +84,58 @@ class VQConfig(_Strict):
 
     # stage 1: VQ-VAE (vidgan.models.vqvae)
     downsample: tuple[int, int, int] = (4, 4, 4)  # (time, height, width) shrink factors of the token grid; powers of two
-    width: int = 64  # conv channels of the encoder/decoder
-    res_blocks: int = 2
-    codebook_size: int = 1024
-    embed_dim: int = 64  # width of a code vector
-    commitment: float = 0.25  # beta of the commitment loss
-    ema_decay: float = 0.99  # codebook EMA
-    restart_threshold: float = 1.0  # a code whose EMA usage (vectors per batch) falls below this is restarted
+    width: Positive = 64  # conv channels of the encoder/decoder
+    res_blocks: NonNegative = 2
+    codebook_size: Positive = 1024
+    embed_dim: Positive = 64  # width of a code vector
+    commitment: Weight = 0.25  # beta of the commitment loss
+    ema_decay: Fraction = 0.99  # codebook EMA
+    restart_threshold: Weight = 1.0  # a code whose EMA usage (vectors per batch) falls below this is restarted
     recon_loss: str = "l2"  # l1 | l2
-    adversarial: float = 0.0  # weight of the optional patch adversarial term (hinge, 3D PatchGAN critic); 0 = off
-    adversarial_start: int = 0  # step at which the adversarial term starts (reconstruction alone before it)
-    adversarial_width: int = 32  # channels of the critic's first layer
+    adversarial: Weight = 0.0  # weight of the optional patch adversarial term (hinge, 3D PatchGAN critic); 0 = off
+    adversarial_start: NonNegative = 0  # step at which the adversarial term starts (reconstruction alone before it)
+    adversarial_width: Positive = 32  # channels of the critic's first layer
     # stage 2: Transformer prior (vidgan.models.transformer)
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
+    n_layer: Positive = 4
+    n_head: Positive = 4
+    n_embd: Positive = 128
+    dropout: Fraction = 0.0
     vqvae_run: str = ""  # the stage-1 run whose tokens the prior learns (its weights are copied into the prior's checkpoints)
     vqvae_step: int | None = None  # that run's checkpoint step, recorded at train time
     tokens: str = ""  # token folder from `vidgan tokenize` (default: RUN/tokens of the VQ-VAE run if it matches, else encode at start)
-    temperature: float = 1.0  # sampling
-    top_k: int = 0  # sampling: keep the k most likely tokens (0 = all)
+    temperature: Rate = 1.0  # sampling
+    top_k: NonNegative = 0  # sampling: keep the k most likely tokens (0 = all)
     # optimiser (both stages)
-    lr: float = 3e-4
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.0
+    lr: Rate = 3e-4
+    betas: tuple[Fraction, Fraction] = (0.9, 0.95)
+    weight_decay: Weight = 0.0
 
 
 class TrainConfig(_Strict):
-    batch_size: int = 16  # global batch: split across DDP ranks
-    steps: int = 10_000
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
-    ema_beta: float = 0.999
+    batch_size: Positive = 16  # global batch: split across DDP ranks
+    steps: Positive = 10_000
+    lr_g: Rate = 2e-4
+    lr_d: Rate = 2e-4
+    betas: tuple[Fraction, Fraction] = (0.5, 0.999)
+    ema_beta: Fraction = 0.999
     lr_schedule: str = "constant"  # constant, linear (decay to 0 at `steps`) or cosine
-    warmup_steps: int = 0  # linear learning-rate warm-up
-    seed: int = 0
-    log_every: int = 10
-    sample_every: int = 500
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    num_samples: int = 16  # fixed-noise clips in each sample grid and the diversity monitor
-    warmup_collapse_steps: int = 200  # no mode-collapse warnings before this step (early G is uniform)
-    time_budget: float | None = Field(default=None, description="stop (with a checkpoint) after this many seconds")
+    warmup_steps: NonNegative = 0  # linear learning-rate warm-up
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
+    log_every: Positive = 10
+    sample_every: Positive = 500
+    checkpoint_every: Positive = 500
+    keep_checkpoints: NonNegative = 3  # 0 = keep every checkpoint
+    num_samples: Positive = 16  # fixed-noise clips in each sample grid and the diversity monitor
+    warmup_collapse_steps: NonNegative = 200  # no mode-collapse warnings before this step (early G is uniform)
+    time_budget: Rate | None = Field(default=None, description="stop (with a checkpoint) after this many seconds")
     # Quality metrics during training (vidgan.metrics): every eval_every steps (0 = never) the EMA
     # generator's eval_n clips are scored against the training data; lines go to RUN/metrics.jsonl.
-    eval_every: int = 0
+    eval_every: NonNegative = 0
     eval_metrics: str = "fd_effnet"  # comma-separated metric names (see vidgan.metrics.registry)
-    eval_n: int = 256
-    eval_image_size: int = 224  # input size of the EfficientNet features; other sizes get a _<size>px name
+    eval_n: Annotated[int, Field(ge=2)] = 256
+    eval_image_size: Annotated[int, Field(ge=32, le=1024)] = (
+        224  # input size of the EfficientNet features; other sizes get a _<size>px name
+    )
     # Speed (vidgan.training.speed; the trainer prints what it chose). "auto" precision: bf16 on CPUs
     # with bf16 matrix units (AMX, AVX512-BF16) and on bf16 GPUs (Ampere+), fp16 + GradScaler on older
     # GPUs, else fp32; models narrower than 64 channels (max_channels) stay fp32, where bf16 gains nothing.
@@ -133,7 +144,7 @@ class TrainConfig(_Strict):
     channels_last: bool | None = None  # channels-last-3d memory format; None = on where precision is reduced
     compile: bool = False  # torch.compile G and D; a compile failure warns once and training continues eager
     grad_accum: int = Field(default=1, ge=1, description="micro-batches per step: same update as one batch_size batch, less memory")
-    loader_workers: int | None = None  # clip-loading worker processes; None = 0 on CPU, up to 4 per GPU
+    loader_workers: NonNegative | None = None  # clip-loading worker processes; None = 0 on CPU, up to 4 per GPU
 
 
 class RunConfig(_Strict):
@@ -162,7 +173,25 @@ class RunConfig(_Strict):
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
-        return cls.model_validate(json.loads(Path(path).read_text()))
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: not valid JSON ({err}); restore the run's config.json or start a new run") from None
+        return validated(raw, str(path))
+
+
+def validated(raw: object, source: str) -> RunConfig:
+    """`raw` as a RunConfig; an invalid setting is one line naming where it came from, the setting and the rule."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: a config must be a mapping of sections (model:, loss:, train:, ...), not {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        value = f" (got {first['input']!r})" if not isinstance(first.get("input"), dict) else ""
+        more = f"; and {err.error_count() - 1} more" if err.error_count() > 1 else ""
+        raise ValueError(f"{source}: {where}: {first['msg']}{value}{more}") from None
 
 
 def preset_names() -> list[str]:
@@ -192,23 +221,33 @@ def load_config(name_or_path: str, overrides: dict | None = None) -> RunConfig:
     models (`models: {videogan: {loss: {name: hinge}}}`), applied when `model.name` (from the preset or
     the overrides) names one of them."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: config file not found")
-        text = path.read_text()
-    else:
-        preset = resources.files("vidgan.configs") / f"{name_or_path}.yaml"
-        if not preset.is_file():
-            raise ValueError(f"unknown config preset {name_or_path!r}; presets: {', '.join(preset_names())}, or a YAML path")
+    preset = resources.files("vidgan.configs") / f"{name_or_path}.yaml"
+    if path.suffix in (".yaml", ".yml", ".json") or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: config file not found; pass a preset ({', '.join(preset_names())}) or a YAML file")
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not a text file; --config takes a preset name or a YAML file") from None
+    elif "/" not in name_or_path and preset.is_file():
         text = preset.read_text()
-    raw = yaml.safe_load(text) or {}
+    else:
+        raise ValueError(f"unknown config preset {name_or_path!r}; presets: {', '.join(preset_names())}, or a YAML file path")
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"{name_or_path}:{at} not valid YAML ({getattr(err, 'problem', None) or err}); fix the file") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{name_or_path}: a config must be a mapping of sections (model:, loss:, train:, ...)")
     per_model = raw.pop("models", None) or {}
     overrides = overrides or {}
     name = overrides.get("model.name") or (raw.get("model") or {}).get("name") or ModelConfig().name
     raw = _merge(raw, per_model.get(name) or {})
     for dotted, value in overrides.items():
         _set(raw, dotted, value)
-    return RunConfig.model_validate(raw)
+    return validated(raw, f"config {name_or_path}")
 
 
 def with_overrides(cfg: RunConfig, overrides: dict) -> RunConfig:
@@ -216,13 +255,11 @@ def with_overrides(cfg: RunConfig, overrides: dict) -> RunConfig:
     raw = cfg.model_dump()
     for dotted, value in overrides.items():
         _set(raw, dotted, value)
-    return RunConfig.model_validate(raw)
+    return validated(raw, "settings")
 
 
 def apply_settings(cfg: RunConfig, settings: list[str]) -> RunConfig:
     """`--set section.key=value` overrides (value read as YAML: 0.1, true, [2, 4, 4], hinge) on a config."""
-    import pydantic
-
     raw = cfg.model_dump()
     for item in settings:
         dotted, sep, text = item.partition("=")
@@ -236,9 +273,10 @@ def apply_settings(cfg: RunConfig, settings: list[str]) -> RunConfig:
             )
         if key not in raw[section]:
             raise ValueError(f"--set {item!r}: {section} has no setting {key!r}; it has {', '.join(raw[section])}")
-        raw[section][key] = yaml.safe_load(text)
-    try:
-        return RunConfig.model_validate(raw)
-    except pydantic.ValidationError as err:
-        first = err.errors()[0]
-        raise ValueError(f"--set: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        try:
+            raw[section][key] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ValueError(
+                f"--set {item!r}: the value is not valid YAML; quote it or write it as a number, true/false or [a, b]"
+            ) from None
+    return validated(raw, "--set")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,22 +71,71 @@ def fsync_dir(path: Path) -> None:
 # the library's commands read run folders without loading torch.
 
 
-def load_weights(checkpoint: str | Path, name: str) -> dict[str, torch.Tensor]:
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file; a damaged or unreadable one is a CheckpointError naming it."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    if path.exists() and not os.access(path, os.R_OK):
+        raise CheckpointError(f"{path}: permission denied; make the file readable (chmod u+r)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        if isinstance(err, FileNotFoundError) or not path.exists():
+            raise CheckpointError(f"{path}: missing; the checkpoint is incomplete, pass another checkpoint or retrain") from None
+        if isinstance(err, PermissionError):
+            raise CheckpointError(f"{path}: permission denied; make the file readable (chmod u+r)") from None
+        why = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path}: damaged ({why}); use an earlier checkpoint (--step) or retrain") from None
+
+
+def load_weights(checkpoint: str | Path, name: str) -> dict[str, torch.Tensor]:
     path = Path(checkpoint) / f"{name}.safetensors"
-    if not path.is_file():
+    if not path.is_file() and not path.exists():
         raise CheckpointError(f"{path}: missing; the checkpoint is incomplete, pass another checkpoint or retrain")
-    return load_file(str(path))
+    return _read_tensors(path)
+
+
+def read_state(checkpoint: str | Path) -> dict:
+    """state.json of a checkpoint: a dict with an integer step, or a CheckpointError naming the file."""
+    path = Path(checkpoint) / STATE
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing; the checkpoint is incomplete") from None
+    except PermissionError:
+        raise CheckpointError(f"{path}: permission denied; make the file readable (chmod u+r)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err}); use an earlier checkpoint") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise CheckpointError(f"{path}: has no integer 'step'; use an earlier checkpoint")
+    return state
 
 
 def load_state(checkpoint: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """state.json and the optimizer/RNG tensors of one checkpoint."""
-    from safetensors.torch import load_file
-
     checkpoint = Path(checkpoint)
-    state = json.loads((checkpoint / STATE).read_text())
-    return state, load_file(str(checkpoint / OPTIMIZERS))
+    return read_state(checkpoint), _read_tensors(checkpoint / OPTIMIZERS)
+
+
+def checkpoint_problem(folder: str | Path, names: list[str] | None = None) -> str | None:
+    """Why a checkpoint cannot be used (a file missing, damaged, state.json invalid, a weight
+    non-finite or absurd), or None. `names`: the weight files to check (default: all of them)."""
+    from vidgan.health import weights_problem
+
+    folder = Path(folder)
+    try:
+        if is_checkpoint(folder):
+            read_state(folder)
+        files = [folder / f"{n}.safetensors" for n in names] if names else sorted(folder.glob("*.safetensors"))
+        for f in files:
+            tensors = _read_tensors(f)  # optimizer moments are only read: their scale says nothing about health
+            problem = None if f.name == OPTIMIZERS else weights_problem({f.stem: tensors})
+            if problem:
+                return f"non-finite or exploded weights ({problem})"
+    except CheckpointError as err:
+        return str(err)
+    return None
 
 
 class Run:
@@ -146,18 +196,46 @@ class Run:
         found = self.checkpoints()
         return found[-1] if found else None
 
-    def checkpoint(self, step: int | None = None) -> Path:
-        """The checkpoint of `step` (default: the newest); a clear error when there is none."""
+    def newest_good(self, names: list[str] | None = None, log=None) -> Path | None:
+        """The newest checkpoint that passes `checkpoint_problem`; each newer one skipped is said to `log`."""
+        for folder in reversed(self.checkpoints()):
+            problem = checkpoint_problem(folder, names)
+            if problem is None:
+                return folder
+            if log is not None:
+                log(f"skipping checkpoint {folder.name}: {problem}")
+        return None
+
+    def checkpoint(self, step: int | None = None, names: list[str] | None = None, log=None) -> Path:
+        """The checkpoint of `step` (default: the newest good one, skipping damaged ones with a note to
+        `log`); a clear error when there is none. `names`: the weight files that must be sound."""
         if step is None:
-            latest = self.latest()
-            if latest is None:
+            good = self.newest_good(names, log)
+            if good is None:
+                if self.checkpoints():
+                    raise CheckpointError(f"{self.root}: every checkpoint is damaged or non-finite; retrain (see the notes above)")
                 raise CheckpointError(f"{self.root}: no checkpoint found; train it first (`vidgan train DATA --out {self.root}`)")
-            return latest
+            return good
         folder = self.checkpoint_dir(step)
         if not is_checkpoint(folder):
             have = ", ".join(p.name for p in self.checkpoints()) or "none"
             raise CheckpointError(f"{self.root}: no checkpoint for step {step} (have: {have})")
+        problem = checkpoint_problem(folder, names)
+        if problem:
+            good = self.newest_good(names)
+            other = f"; the newest sound one is step {step_of(good)}" if good else ""
+            raise CheckpointError(f"checkpoint {folder.name}: {problem}{other}")
         return folder
+
+    def set_aside(self, folder: Path) -> Path:
+        """Move a damaged checkpoint out of the way (kept for inspection, never deleted): checkpoints/rejected-step_*."""
+        target = folder.parent / f"rejected-{folder.name}"
+        n = 1
+        while target.exists():
+            n += 1
+            target = folder.parent / f"rejected-{folder.name}-{n}"
+        os.rename(folder, target)
+        return target
 
     def save_checkpoint(
         self, step: int, weights: dict[str, dict[str, torch.Tensor]], extra_tensors: dict[str, torch.Tensor], state: dict, keep: int = 3
@@ -190,9 +268,10 @@ class Run:
 
     # ------------------------------------------------------------------ starting and resuming
 
-    def start(self, cfg: RunConfig, resume: bool) -> Path | None:
+    def start(self, cfg: RunConfig, resume: bool, log=print) -> Path | None:
         """The checkpoint to resume from (None: a fresh run); refuses to overwrite another run or to
-        resume with settings that change what the saved weights mean."""
+        resume with settings that change what the saved weights mean. Damaged checkpoints newer than
+        the newest sound one are said to `log` and set aside (checkpoints/rejected-step_*), never deleted."""
         if not resume:
             if self.exists():
                 raise RunDirError(f"{self.root}: already holds a run; pass --resume to continue it, or choose another --out")
@@ -202,14 +281,20 @@ class Run:
         conflict = cfg.resume_conflict(self.config())
         if conflict:
             raise RunDirError(f"{self.root}: the {conflict} settings differ from the saved run's config.json; resume with the saved config")
-        return self.latest()
+        skipped: list[str] = []
+        good = self.newest_good(log=skipped.append)
+        for folder, note in zip(reversed(self.checkpoints()), skipped, strict=False):
+            moved = self.set_aside(folder)
+            log(f"{note}; moved to {moved.relative_to(self.root)} (kept, not deleted)")
+        return good
 
     # ------------------------------------------------------------------ training log
 
     def truncate_log(self, step: int) -> None:
-        """Drop log lines written after the checkpoint we resume from: they belong to a lost future."""
+        """Drop log lines written after the checkpoint we resume from (they belong to a lost future),
+        and a line cut short by a kill."""
         if self.log_path.exists():
-            lines = [ln for ln in self.log_path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+            lines = [ln for ln, record in _log_lines(self.log_path) if record["step"] <= step]
             self.log_path.write_text("".join(ln + "\n" for ln in lines))
 
     def append_log(self, record: dict) -> None:
@@ -219,7 +304,7 @@ class Run:
     def read_log(self) -> list[dict]:
         if not self.log_path.is_file():
             return []
-        return [json.loads(ln) for ln in self.log_path.read_text().splitlines() if ln.strip()]
+        return [record for _, record in _log_lines(self.log_path)]
 
     def sample_path(self, step: int) -> Path:
         return self.samples_dir / f"step_{step:09d}.gif"
@@ -243,14 +328,47 @@ def generator_file(folder: str | Path, ema: bool = True) -> Path:
     return folder / ("generator_ema.safetensors" if ema else "generator.safetensors")
 
 
-def generator_weights(path: str | Path, step: int | None = None, ema: bool = True) -> GeneratorWeights:
-    """The generator of a run dir (newest checkpoint, or `step`), of one checkpoint folder, or of a
-    `save_pretrained` folder (which holds one generator)."""
+def _say(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def generator_weights(path: str | Path, step: int | None = None, ema: bool = True, log=_say) -> GeneratorWeights:
+    """The generator of a run dir (newest sound checkpoint, or `step`), of one checkpoint folder, or of a
+    `save_pretrained` folder (which holds one generator). Damaged or non-finite generator weights are
+    refused; in a run dir, newer damaged checkpoints are skipped with a note to `log`."""
     path = Path(path)
-    if (path / "generator.safetensors").is_file() and (path / CONFIG).is_file() and not is_checkpoint(path):
-        return GeneratorWeights(RunConfig.load(path / CONFIG), path, generator_file(path), None)
-    folder = path if is_checkpoint(path) else Run(path).checkpoint(step)
-    return GeneratorWeights(Run(folder.parent.parent).config(), folder, generator_file(folder, ema), step_of(folder))
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such run folder; pass the --out folder of `vidgan train`")
+    if (path / CONFIG).is_file() and not (path / "generator.safetensors").is_file() and not is_checkpoint(path):  # a run dir
+        run = Run(path)
+        folder = run.checkpoint(step, names=["generator_ema" if ema else "generator"], log=log)
+        return GeneratorWeights(run.config(), folder, generator_file(folder, ema), step_of(folder))
+    if is_checkpoint(path):
+        config, at = Run(path.parent.parent).config(), step_of(path)
+    elif (path / "generator.safetensors").is_file() and (path / CONFIG).is_file():
+        config, at = RunConfig.load(path / CONFIG), None
+    else:
+        raise CheckpointError(
+            f"{path}: not a run, a checkpoint or a saved pipeline (no config.json with weights); pass a `vidgan train --out` folder"
+        )
+    file = generator_file(path, ema)
+    problem = checkpoint_problem(path, [file.stem])
+    if problem:
+        raise CheckpointError(f"{path}: {problem}; pass an earlier checkpoint (--step) or retrain")
+    return GeneratorWeights(config, path, file, at)
+
+
+def _log_lines(path: Path) -> list[tuple[str, dict]]:
+    """(line, record) of each complete line of a JSON-lines log; a torn line (a kill mid-write) is left out."""
+    out = []
+    for ln in path.read_text().splitlines():
+        try:
+            record = json.loads(ln)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            out.append((ln, record))
+    return out
 
 
 def _owned_by_live_process(tmp: Path) -> bool:

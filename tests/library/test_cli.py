@@ -44,7 +44,9 @@ def test_library_commands(clip_files, mnist_clips, tmp_path):
     run("add", lib, clip_files[2], "--model", "tgan", "--label", "cat", "--score", "fvd2048_16f=400")
     copy = write_video(tmp_path / "copy.webm", mnist_clips[0], fps=10)  # clip_files[0] re-encoded
     assert "near-duplicate of clip 1" in run("add", lib, copy)
-    assert "skipped" in run("add", lib, copy, "--skip-duplicates")
+    assert "already in the library as clip 4 (byte-identical)" in run("add", lib, copy)
+    copy2 = write_video(tmp_path / "copy2.webm", mnist_clips[0], fps=12)  # another re-encode: different bytes
+    assert "skipped" in run("add", lib, copy2, "--skip-duplicates")
 
     assert ls_ids(lib) == [1, 2, 3, 4]
     assert ls_ids(lib, "--model", "videogan") == [1, 2]

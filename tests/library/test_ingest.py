@@ -111,13 +111,21 @@ def test_exception_mid_ingest_leaves_a_consistent_library(backend_lib, clip_file
     assert not list((lib.store / "tmp").iterdir())
     report = check_library(lib, grace=0)
     assert report.problems == 0, report.lines()
-    # the same clip can be added afterwards, and re-adding identical bytes never loses the first file
+    # the same clip can be added afterwards; identical bytes again are the existing clip (nothing written)
     assert Ingester(lib).add_file(clip_files[1]).status == "added"
     monkeypatch.setattr(ingest, where, crash)
+    again = Ingester(lib, threshold=0).add_file(clip_files[0])
+    assert (again.status, again.clip_id) == ("exists", before_ids[0])
+    # identical bytes of a deleted clip are added anew; a failed add never loses the file they share
+    from vidgan.library.maintenance import soft_delete
+
+    soft_delete(lib, [before_ids[0]])
     with pytest.raises(RuntimeError):
-        Ingester(lib, threshold=0).add_file(clip_files[0])  # same bytes as clip 1: its file must survive the rollback
+        Ingester(lib, threshold=0).add_file(clip_files[0])
     monkeypatch.undo()
     assert check_library(lib, grace=0).problems == 0
+    soft_delete(lib, [before_ids[0]], undo=True)
+    assert check_library(lib, grace=0, verify=True).problems == 0
 
 
 def _forked(target, *args) -> multiprocessing.Process:

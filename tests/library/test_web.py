@@ -210,6 +210,39 @@ def test_only_local_host_names_are_answered(gallery_lib):
         assert client.get("/api/info").status_code == 200
 
 
+def test_host_allow_list_holds_on_every_address(gallery_lib):
+    """--host 0.0.0.0 keeps the Host check: only local names and the --allowed-host names are answered."""
+    with TestClient(create_app(gallery_lib, allow_edit=True, host="0.0.0.0"), base_url="http://evil.example") as client:
+        assert client.get("/api/info").status_code == 400
+        assert client.put("/api/clips/1/tags", json={"add": ["x"]}).status_code == 400
+    app = create_app(gallery_lib, host="0.0.0.0", allowed_hosts=["gallery.lan"])
+    with TestClient(app, base_url="http://gallery.lan") as client:
+        assert client.get("/api/info").status_code == 200
+
+
+def test_edits_must_come_from_the_gallery_itself(gallery_lib):
+    body = {"add": ["keeper"], "remove": []}
+    with TestClient(create_app(gallery_lib, allow_edit=True), base_url="http://127.0.0.1:8000") as client:
+        for headers in ({"origin": "http://evil.example"}, {"origin": "null"}, {"sec-fetch-site": "cross-site"},
+                        {"origin": "http://127.0.0.1:9999"}):  # fmt: skip
+            response = client.put("/api/clips/1/tags", json=body, headers=headers)
+            assert response.status_code == 403 and "cross-origin" in response.json()["detail"], headers
+        assert "keeper" not in client.get("/api/clips/1").json()["tags"]
+        same = {"origin": "http://127.0.0.1:8000", "sec-fetch-site": "same-origin", "content-type": "APPLICATION/JSON; charset=UTF-8"}
+        response = client.put("/api/clips/1/tags", content=json.dumps(body), headers=same)
+        assert response.status_code == 200 and "keeper" in response.json()["tags"]
+        client.put("/api/clips/1/tags", json={"add": [], "remove": ["keeper"]})
+
+
+def test_a_read_only_library_is_served_but_not_edited(gallery_lib):
+    lib = Library.open(gallery_lib, read_only=True)
+    with TestClient(create_app(lib, allow_edit=True), base_url=BASE) as client:
+        assert client.get("/api/clips").json()["total"] >= 1
+        assert client.get("/api/info").json()["allow_edit"] is False
+        response = client.put("/api/clips/1/tags", json={"add": ["x"]})
+        assert response.status_code == 403 and "read-only" in response.json()["detail"]
+
+
 def test_serve_command_runs_the_gallery_on_localhost(gallery_lib):
     """`vidgan serve LIB --port P` (the typer function the main CLI registers), as a real process."""
     import socket

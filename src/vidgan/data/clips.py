@@ -21,8 +21,54 @@ class DatasetError(Exception):
 def read_index(root: str | Path) -> dict:
     path = Path(root) / INDEX_NAME
     if not path.is_file():
+        if Path(root).is_file():
+            raise DatasetError(f"{root}: is a file; pass the folder made by `vidgan prepare SRC OUT`")
         raise DatasetError(f"{root}: not a prepared dataset (no {INDEX_NAME}); run `vidgan prepare SRC {root}` first")
-    return json.loads(path.read_text())
+    try:
+        index = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{path}: damaged ({err}); prepare the dataset again (`vidgan prepare SRC {root} --force`)") from None
+    except PermissionError:
+        raise DatasetError(f"{path}: permission denied; make the dataset readable (chmod -R u+r {root})") from None
+    if not isinstance(index, dict):
+        raise DatasetError(f"{path}: not a dataset index; prepare the dataset again (`vidgan prepare SRC {root} --force`)")
+    return index
+
+
+def _damaged(root: Path, what: str) -> DatasetError:
+    return DatasetError(f"{root / INDEX_NAME}: {what}; prepare the dataset again (`vidgan prepare SRC {root} --force`)")
+
+
+def _shard_path(root: Path, entry: object) -> Path:
+    """A shard's file, which must be a plain relative name inside the dataset folder."""
+    name = entry.get("file") if isinstance(entry, dict) else None
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise _damaged(root, f"shard path {name!r} is not a file inside the dataset folder")
+    path = root / name
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise _damaged(root, f"shard path {name!r} leads outside the dataset folder")
+    return path
+
+
+def _check_clips(root: Path, clips: object, shard_lengths: list[int], num_classes: int) -> np.ndarray:
+    """(N, 3) int64 array of (shard, offset, label) after checking every entry is in range."""
+    if not isinstance(clips, list) or not clips:
+        raise _damaged(root, "it lists no clips")
+    try:
+        table = np.array([(c["shard"], c["offset"], c.get("label", -1)) for c in clips], dtype=np.int64)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        raise _damaged(root, "a clip entry lacks an integer shard or offset") from None
+    shard, offset, label = table.T
+    bad = np.flatnonzero((shard < 0) | (shard >= len(shard_lengths)))
+    if len(bad):
+        raise _damaged(root, f"clip {bad[0]} names shard {shard[bad[0]]}, there are {len(shard_lengths)}")
+    bad = np.flatnonzero((offset < 0) | (offset >= np.asarray(shard_lengths, dtype=np.int64)[shard]))
+    if len(bad):
+        raise _damaged(root, f"clip {bad[0]} has offset {offset[bad[0]]}, outside its shard of {shard_lengths[shard[bad[0]]]} clips")
+    bad = np.flatnonzero((label < -1) | (label >= max(num_classes, 0)) & (label != -1))
+    if len(bad):
+        raise _damaged(root, f"clip {bad[0]} has label {label[bad[0]]}, but the dataset has {num_classes} classes")
+    return table
 
 
 class ClipDataset(Dataset):
@@ -33,21 +79,47 @@ class ClipDataset(Dataset):
     """
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
-        index = read_index(self.root)
+        self.root = root = Path(root)
+        index = read_index(root)
         if not index.get("complete"):
             raise DatasetError(f"{root}: preparation did not finish; re-run the same `vidgan prepare` command to complete it")
-        self.frames, self.size, self.channels = index["frames"], index["size"], index["channels"]
+        shape = [index.get(k) for k in ("frames", "size", "channels")]
+        if not all(isinstance(v, int) and 0 < v <= 1 << 16 for v in shape):
+            raise _damaged(root, f"frames/size/channels are {shape}, not positive integers")
+        self.frames, self.size, self.channels = shape
         self.fps = index.get("fps")
         self.classes: list[str] = index.get("classes", [])
-        self.clips: list[dict] = index["clips"]
-        self._shard_files = [self.root / s["file"] for s in index["shards"]]
+        if not isinstance(self.classes, list) or not isinstance(index.get("shards"), list):
+            raise _damaged(root, "classes or shards is not a list")
+        self.clips: list[dict] = index.get("clips")
+        self._shard_files = [_shard_path(root, s) for s in index["shards"]]
         self._shards = self._open_shards()
-        self._where = np.array([(c["shard"], c["offset"]) for c in self.clips], dtype=np.int64).reshape(-1, 2)
-        self.labels = torch.tensor([c.get("label", -1) for c in self.clips], dtype=torch.long)
+        table = _check_clips(root, self.clips, [len(s) for s in self._shards], len(self.classes))
+        self._where = table[:, :2].copy()
+        self.labels = torch.from_numpy(table[:, 2].copy())
 
     def _open_shards(self) -> list[np.ndarray]:
-        return [np.load(f, mmap_mode="r", allow_pickle=False) for f in self._shard_files]
+        shards = []
+        for f in self._shard_files:
+            try:
+                shard = np.load(f, mmap_mode="r", allow_pickle=False)
+            except FileNotFoundError:
+                raise DatasetError(f"{f}: missing; prepare the dataset again (`vidgan prepare SRC {self.root} --force`)") from None
+            except PermissionError:
+                raise DatasetError(f"{f}: permission denied; make the dataset readable (chmod -R u+r {self.root})") from None
+            except (ValueError, OSError, EOFError) as err:
+                why = str(err).splitlines()[0] if str(err) else type(err).__name__
+                raise DatasetError(
+                    f"{f}: damaged or truncated ({why}); prepare the dataset again (`vidgan prepare SRC {self.root} --force`)"
+                ) from None
+            want = (self.frames, self.size, self.size, self.channels)
+            if shard.dtype != np.uint8 or shard.ndim != 5 or tuple(shard.shape[1:]) != want:
+                raise DatasetError(
+                    f"{f}: holds {shard.dtype} {tuple(shard.shape)}, index.json says uint8 (N, {', '.join(map(str, want))}); "
+                    f"prepare the dataset again (`vidgan prepare SRC {self.root} --force`)"
+                )
+            shards.append(shard)
+        return shards
 
     def __getstate__(self) -> dict:
         # Worker processes started by spawn (macOS, Windows) get the dataset pickled: send the file

@@ -111,7 +111,13 @@ class ShardWriter:
 def scan_sources(src: Path) -> tuple[list[Path], list[dict]]:
     """Video files and frame folders under src (recursive, sorted) and the unreadable names found."""
     found, bad = [], []
-    for dirpath, dirnames, filenames in os.walk(src):
+
+    def unreadable(err: OSError) -> None:  # a sub-folder os.walk cannot list: reported, not silently left out
+        bad.append(
+            {"path": str(err.filename), "reason": f"cannot list the folder ({(err.strerror or str(err)).lower()}); fix its permissions"}
+        )
+
+    for dirpath, dirnames, filenames in os.walk(src, onerror=unreadable):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         here = Path(dirpath)
         names = sorted(f for f in filenames if not f.startswith("."))
@@ -412,8 +418,57 @@ def prepare_builtin(
     return _finish(out, index, [], 1, False, log)
 
 
-def prepare(src: str, out: str | Path, settings: PrepareSettings, **kwargs) -> PrepareResult:
-    """`src` is a folder, or `builtin:NAME` for a built-in dataset."""
+def available_memory() -> int | None:
+    """Bytes of memory the system can still give (MemAvailable), or None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _free_disk(out: Path) -> int | None:
+    import shutil
+
+    probe = out.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free
+    except OSError:
+        return None
+
+
+def check_fits(out: Path, settings: PrepareSettings, clips: int | None) -> None:
+    """Refuse (PrepareError, with the numbers) a preparation whose working memory or, when the clip count
+    is known, whose output would not fit on this machine. Pass check=False to prepare() to go ahead anyway."""
+    clip_bytes = settings.frames * settings.size**2 * settings.channels
+    memory = clip_bytes * 12 + min(SHARD_BYTES, clip_bytes * max(clips or 1, 1))  # decode/resize buffers + one shard
+    free_memory = available_memory()
+    gib = 2**30
+    if free_memory is not None and memory > free_memory:
+        raise PrepareError(
+            f"{out}: clips of {settings.frames}x{settings.size}x{settings.size} need about {memory / gib:.1f} GiB of memory to prepare, "
+            f"{free_memory / gib:.1f} GiB is available; use a smaller --size or --frames (or --no-check to try anyway)"
+        )
+    free_disk = _free_disk(out)
+    if clips is not None and free_disk is not None and clip_bytes * clips > free_disk:
+        raise PrepareError(
+            f"{out}: {clips} clips of {settings.frames}x{settings.size}x{settings.size} take {clip_bytes * clips / gib:.1f} GiB, "
+            f"{free_disk / gib:.1f} GiB is free there; use a smaller --n, --size or --frames (or --no-check to try anyway)"
+        )
+
+
+def prepare(src: str, out: str | Path, settings: PrepareSettings, check: bool = True, **kwargs) -> PrepareResult:
+    """`src` is a folder, or `builtin:NAME` for a built-in dataset. check: refuse sizes that would not fit (check_fits)."""
+    if check:
+        channels = 1 if src == "builtin:moving-mnist" else settings.channels
+        check_fits(Path(out), PrepareSettings(settings.size, settings.frames, settings.fps, settings.stride, channels), kwargs.get("n"))
     if src.startswith("builtin:"):
         return prepare_builtin(src.split(":", 1)[1], out, settings, **kwargs)
     folder_kwargs = {k: v for k, v in kwargs.items() if k in ("force", "progress", "log", "workers")}

@@ -149,14 +149,20 @@ def read_video(path, start: int = 0, num_frames: int | None = None, size: int | 
 
 def _open_video(path: Path):
     """(container, first video stream) of a video file, or a VideoError that says what is wrong with it."""
+    if path.is_symlink() and not path.exists():
+        raise VideoError(f"{path}: a broken symbolic link or a symlink loop; fix or remove the link")
     if not path.exists():
         raise VideoError(f"{path}: no such file or folder; check the path")
+    if not os.access(path, os.R_OK):
+        raise VideoError(f"{path}: permission denied; make it readable (chmod u+r) or remove it")
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: empty file (0 bytes); copy it again or remove it")
     try:
         # metadata_errors="replace": a title in a stray encoding must not make a good video unreadable
         container = av.open(str(path), metadata_errors="replace")
     except (av.FFmpegError, OSError, UnicodeError) as err:
+        if isinstance(err, PermissionError):
+            raise VideoError(f"{path}: permission denied; make it readable (chmod u+r) or remove it") from err
         raise VideoError(f"{path}: not a readable video ({_reason(err)}); re-encode it with ffmpeg or remove it") from err
     # cover art in music files shows up as a one-picture "video" stream; it is not a video
     streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
@@ -216,14 +222,16 @@ def _folder_frames(folder: Path, size: int | None):
                 rgb = np.asarray(image.convert("RGB"))
         except (OSError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
             raise VideoError(f"{image_path}: not a readable image (frame {index} of {folder}); re-save it or remove it") from err
-        if size is not None:
-            rgb = _to_rgb(reformatter, av.VideoFrame.from_ndarray(rgb, format="rgb24"), size)
+        # Frames of one video share one size: a folder mixing sizes holds frames of different videos
+        # (checked before resizing, which would hide it).
         first_shape = first_shape or rgb.shape
         if rgb.shape != first_shape:
             raise VideoError(
                 f"{image_path}: image is {rgb.shape[1]}x{rgb.shape[0]} but frame 0 of {folder} is "
-                f"{first_shape[1]}x{first_shape[0]}; pass size= to resize, or make the frames agree"
+                f"{first_shape[1]}x{first_shape[0]}; the frames of one video must have one size: fix or remove them"
             )
+        if size is not None:
+            rgb = _to_rgb(reformatter, av.VideoFrame.from_ndarray(rgb, format="rgb24"), size)
         yield index / DEFAULT_FPS, rgb
 
 

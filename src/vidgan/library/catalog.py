@@ -34,16 +34,20 @@ from vidgan.library.tables import CONFIG_FILE, DB_FILE, STORE, Clip, LibraryErro
 class Library:
     """A library folder and its catalog. Open with `Library.open(path)`; create with `Library.init(path)`."""
 
-    def __init__(self, root: Path, url: str, use_fts: bool | None = None):
+    def __init__(self, root: Path, url: str, use_fts: bool | None = None, read_only: bool | None = None):
         self.root = Path(root).resolve()
         self.url = url
-        self.engine = make_engine(url)
+        # None, or why the library cannot be written (read_only=None: look at the files' permissions)
+        self.read_only = _read_only(self.root, url) if read_only is None else ("opened read-only" if read_only else None)
+        self.engine = make_engine(url, read_only=self.read_only is not None)
         try:
             version = schema_version(self.engine)
         except (OperationalError, SQLAlchemyError) as err:
             raise LibraryError(f"{self.root}: cannot open its catalog ({_short(err)}); check the database URL in {CONFIG_FILE}") from err
         if version is None:
             raise LibraryError(f"{self.root}: not a vidgan library (no catalog tables); create one with `vidgan library init {self.root}`")
+        if version < SCHEMA_VERSION and self.read_only:
+            raise LibraryError(f"{self.root}: its catalog needs an upgrade but {self.read_only}; make it writable once and open it again")
         if version < SCHEMA_VERSION:
             upgrade(self.engine)
         elif version > SCHEMA_VERSION:
@@ -64,13 +68,13 @@ class Library:
         return f"sqlite:///{(root / DB_FILE).resolve()}"
 
     @classmethod
-    def open(cls, root: str | Path, use_fts: bool | None = None) -> Library:
+    def open(cls, root: str | Path, use_fts: bool | None = None, read_only: bool | None = None) -> Library:
         root = Path(root)
         if not root.is_dir() or not ((root / DB_FILE).is_file() or (root / CONFIG_FILE).is_file()):
             raise LibraryError(
                 f"{root}: not a vidgan library (no {DB_FILE} or {CONFIG_FILE}); create one with `vidgan library init {root}`"
             )
-        return cls(root, cls.url_for(root), use_fts=use_fts)
+        return cls(root, cls.url_for(root), use_fts=use_fts, read_only=read_only)
 
     @classmethod
     def init(cls, root: str | Path, url: str | None = None) -> Library:
@@ -95,6 +99,8 @@ class Library:
 
     def write_session(self) -> Session:
         """A session whose transaction holds SQLite's write lock from its start (see make_engine)."""
+        if self.read_only:
+            raise LibraryError(f"{self.root}: the library is read-only ({self.read_only}); listing and serving work, changes do not")
         return Session(self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False)
 
     # -- files
@@ -161,6 +167,20 @@ def create_catalog(root: str | Path, url: str | None = None, target: int = SCHEM
         raise LibraryError(f"{root}: cannot create the catalog ({_short(err)}); check the database URL") from err
     finally:
         engine.dispose()
+
+
+def _read_only(root: Path, url: str) -> str | None:
+    """Why an SQLite library cannot be written (its folder or catalog file is read-only), or None."""
+    import os
+
+    if not url.startswith("sqlite:///"):
+        return None
+    db = root / DB_FILE
+    if not os.access(db, os.W_OK):
+        return f"{db} is not writable"
+    if not os.access(root, os.W_OK):  # SQLite needs to create its journal files beside the catalog
+        return f"the folder {root} is not writable"
+    return None
 
 
 def inside_root(root: Path, relative: str) -> Path:

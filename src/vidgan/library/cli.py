@@ -68,8 +68,8 @@ def add(
     model: str | None = typer.Option(None, help="model name, for files without a generated.json beside them"),
     label: str | None = typer.Option(None, help="class index or name, for files without a generated.json"),
     score: list[str] = typer.Option([], "--score", help="METRIC=VALUE (repeatable)"),
-    fps: float | None = typer.Option(None, help="frame rate of folders of frames (they carry none; default 25)"),
-    threshold: float = typer.Option(0.015, help="near-duplicate threshold on the perceptual-hash distance (0..1)"),
+    fps: float | None = typer.Option(None, min=0.01, max=1000.0, help="frame rate of folders of frames (they carry none; default 25)"),
+    threshold: float = typer.Option(0.015, min=0.0, max=1.0, help="near-duplicate threshold on the perceptual-hash distance (0..1)"),
     skip_duplicates: bool = typer.Option(False, help="skip near-duplicates instead of adding them flagged"),
     as_json: bool = typer.Option(False, "--json", help="print the results as JSON"),
 ) -> None:
@@ -124,7 +124,7 @@ def ls(
     tag: list[str] = typer.Option([], "--tag", help="only clips with this tag (repeatable: all of them)"),
     min_score: list[str] = typer.Option([], "--min-score", help="METRIC=V: only clips scoring at least V (repeatable)"),
     sort: str = typer.Option("id", help="id, created, or a metric name; '-' in front sorts descending (-motion)"),
-    limit: int | None = typer.Option(None, help="at most this many clips"),
+    limit: int | None = typer.Option(None, min=1, help="at most this many clips"),
     deleted: bool = typer.Option(False, help="list the deleted clips (that gc would remove)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON: every clip with provenance, scores and tags"),
 ) -> None:
@@ -216,7 +216,7 @@ def export(
     tag: list[str] = typer.Option([], "--tag"),
     min_score: list[str] = typer.Option([], "--min-score", help="METRIC=V"),
     sort: str = typer.Option("id"),
-    limit: int | None = typer.Option(None),
+    limit: int | None = typer.Option(None, min=1),
 ) -> None:
     """Copy matching clips to a folder or a zip, with manifest.json carrying their provenance."""
     from vidgan.library.export import export_clips
@@ -234,7 +234,9 @@ def check(
     lib: Path = LIB_ARG,
     repair: bool = typer.Option(False, help="fix what can be fixed: drop rows without files, remove orphan files, rebuild previews"),
     verify: bool = typer.Option(False, help="also re-hash every clip file (slow on big libraries)"),
-    grace: float = typer.Option(600.0, help="temporary files younger than this many seconds are left alone (an ingest may be running)"),
+    grace: float = typer.Option(
+        600.0, min=0.0, help="temporary files younger than this many seconds are left alone (an ingest may be running)"
+    ),
 ) -> None:
     """Check that catalog and files agree. Exit 1 when problems remain."""
     from vidgan.library.maintenance import check_library
@@ -257,7 +259,7 @@ def check(
 @app.command()
 def regenerate(
     lib: Path = LIB_ARG,
-    clip_id: int = typer.Argument(..., help="the clip to make again"),
+    clip_id: int = typer.Argument(..., min=1, help="the clip to make again"),
     run: Path | None = typer.Option(None, help="the run folder, if it moved since the clip was made"),
     device: str | None = typer.Option(None, help="default: the device the clip was made on"),
     out: Path | None = typer.Option(None, help="also write the regenerated clip here"),
@@ -282,8 +284,11 @@ def regenerate(
 def serve(
     lib: Path = typer.Argument(..., help="library folder"),
     host: str = typer.Option("127.0.0.1", help="address to listen on (127.0.0.1: this machine only)"),
-    port: int = typer.Option(8000),
+    port: int = typer.Option(8000, min=1, max=65535),
     allow_edit: bool = typer.Option(False, help="allow tag editing from the gallery (read-only otherwise)"),
+    allowed_host: list[str] | None = typer.Option(
+        None, "--allowed-host", help="a host name or address browsers use to reach the gallery (repeatable; needed with --host 0.0.0.0)"
+    ),
 ) -> None:
     """Browse a library in a web browser: previews, filters, provenance, downloads."""
     try:
@@ -293,11 +298,15 @@ def serve(
     except ImportError as err:
         fail(f"the gallery needs the web extra ({err.name} missing): pip install 'vidgan[web]'")
     try:
-        web_app = create_app(lib, allow_edit=allow_edit, host=host)
+        web_app = create_app(lib, allow_edit=allow_edit, host=host, allowed_hosts=allowed_host)
     except known_errors() as err:
         fail(err)
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: serving on {host}: anyone who can reach this address sees the library", err=True)
+    if host in ("0.0.0.0", "::") and not allowed_host:
+        typer.echo("note: only localhost names are accepted; pass --allowed-host NAME for each name or address others use", err=True)
+    if allow_edit and web_app.state.library.read_only:
+        typer.echo(f"note: the library is read-only ({web_app.state.library.read_only}); tags cannot be edited", err=True)
     typer.echo(
         f"gallery of {lib} at http://{'[' + host + ']' if ':' in host else host}:{port}/ ({'tags editable' if allow_edit else 'read-only'}); Ctrl-C stops"
     )

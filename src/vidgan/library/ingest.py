@@ -47,13 +47,17 @@ DEFAULT_THRESHOLD = 0.015
 class IngestResult:
     source: str
     clip_id: int | None  # None when skipped
-    status: str  # "added", "duplicate" (added, flagged as a near-duplicate) or "skipped" (a near-duplicate)
+    # "added", "duplicate" (added, flagged as a near-duplicate), "skipped" (a near-duplicate, not added)
+    # or "exists" (a byte-identical file is already clip `clip_id`: nothing added)
+    status: str
     duplicate_of: int | None = None
     distance: float | None = None
 
     def line(self) -> str:
         if self.status == "added":
             return f"added {self.source} as clip {self.clip_id}"
+        if self.status == "exists":
+            return f"{self.source}: already in the library as clip {self.clip_id} (byte-identical); nothing added"
         if self.status == "duplicate":
             return f"added {self.source} as clip {self.clip_id} (near-duplicate of clip {self.duplicate_of}, distance {self.distance:.4f})"
         return f"skipped {self.source}: near-duplicate of clip {self.duplicate_of} (distance {self.distance:.4f})"
@@ -116,6 +120,10 @@ class Ingester:
         path = Path(path)
         prepared = self.prepare(path, provenance or {}, list(tags), scores or {}, caption, fps, output_frames)
         try:
+            with self.lib.session() as s:
+                same = s.scalar(select(Clip.id).where(Clip.sha256 == prepared.values["sha256"], Clip.deleted.is_(None)).order_by(Clip.id))
+            if same is not None:
+                return IngestResult(str(path), same, "exists")
             duplicate_of, distance = self.nearest(prepared.phash)
             if duplicate_of is not None and self.skip_duplicates:
                 return IngestResult(str(path), None, "skipped", duplicate_of, distance)

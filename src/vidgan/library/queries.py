@@ -38,11 +38,24 @@ class ClipQuery:
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+_METRIC = re.compile(r"[A-Za-z0-9_.]{1,100}")
 SORT_COLUMNS = {"id": Clip.id, "created": Clip.created, "frames": Clip.frames, "duration": Clip.duration}
+
+
+def check_query(q: ClipQuery) -> None:
+    """Refuse a sort key that is neither a column nor a metric name, and a search with no words."""
+    key = q.sort.lstrip("-+") or "id"
+    if key not in SORT_COLUMNS and not _METRIC.fullmatch(key):
+        raise ValueError(
+            f"sort {q.sort!r}: use id, created, frames, duration or a metric name (letters, digits, _ and .), '-' first to reverse"
+        )
+    if q.text is not None and q.text.strip() and not _WORD.findall(q.text):
+        raise ValueError(f"search text {q.text!r} has no words (letters or digits) to look for")
 
 
 def find_clips(lib: Library, session: Session, q: ClipQuery) -> tuple[int, list[Clip]]:
     """(number of matching clips, the clips of the requested page) with provenance, scores and tags loaded."""
+    check_query(q)
     stmt = select(Clip).join(Clip.provenance, isouter=True)
     if q.only_deleted:
         stmt = stmt.where(Clip.deleted.is_not(None))

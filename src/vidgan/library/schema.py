@@ -128,8 +128,16 @@ def database_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, read_only: bool = False) -> Engine:
+    """An engine for the catalog. read_only (SQLite): opened immutable, so a library on a read-only
+    disk or folder can be listed and served (no journal, no locks; writes fail)."""
     url = database_url(url)
+    if read_only and url.startswith("sqlite:///"):
+        import sqlite3
+        from urllib.parse import quote
+
+        path = url[len("sqlite:///") :]
+        return create_engine("sqlite://", creator=lambda: sqlite3.connect(f"file:{quote(path)}?mode=ro&immutable=1", uri=True))
     if not url.startswith("sqlite"):
         try:
             return create_engine(url, pool_pre_ping=True)

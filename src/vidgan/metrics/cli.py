@@ -17,7 +17,10 @@ def evaluate(
         help="comma-separated: fd_effnet2048_16f, kd_effnet2048_16f, fvd2048_16f, fvd2048_128f, kvd2048_16f, fid50k, is2048, isv2048_16f, pr, diversity",
     ),
     n: int | None = typer.Option(
-        None, help="clips (frames for fid/is) per side; replaces the count in the metric names, and the recorded name says so"
+        None,
+        min=2,
+        max=1_000_000,
+        help="clips (frames for fid/is) per side; replaces the count in the metric names, and the recorded name says so",
     ),
     i3d_weights: Path | None = typer.Option(
         None, help="I3D weights for fvd/kvd: StyleGAN-V's i3d_torchscript.pt or a vidgan safetensors file"
@@ -29,15 +32,17 @@ def evaluate(
         None, help="C3D weights for isv (video Inception Score): StyleGAN-V's c3d_ucf101.pt or a vidgan safetensors file"
     ),
     all_checkpoints: bool = typer.Option(False, help="evaluate every checkpoint of the run (one line per metric and step)"),
-    step: int | None = typer.Option(None, help="evaluate this checkpoint step (default: the newest)"),
+    step: int | None = typer.Option(None, min=0, help="evaluate this checkpoint step (default: the newest)"),
     out: Path | None = typer.Option(None, help="folder for metrics.jsonl and report.html (default: the run / TARGET folder)"),
-    seed: int = typer.Option(0, help="seed for clip offsets, real-clip choice and generator noise"),
-    size: int | None = typer.Option(None, help="evaluation resolution (default: the generated side's)"),
+    seed: int = typer.Option(0, min=0, max=2**63 - 1, help="seed for clip offsets, real-clip choice and generator noise"),
+    size: int | None = typer.Option(None, min=8, max=1024, help="evaluation resolution (default: the generated side's)"),
     effnet_size: int = typer.Option(
         224,
+        min=32,
+        max=1024,
         help="input size of the EfficientNet-Lite0 features (224 = standard; smaller is faster on a CPU, and the names get a _<size>px suffix)",
     ),
-    batch_size: int = typer.Option(16, help="clips per feature batch"),
+    batch_size: int = typer.Option(16, min=1, help="clips per feature batch"),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1 ..."),
     precision: str = typer.Option(
         "auto", help="fp32 (auto) or bf16 autocast (faster, but moved fd_effnet by about 1%; recorded in the protocol)"

@@ -17,7 +17,7 @@ from vidgan.run import Run
 
 
 class NonFiniteLossError(RuntimeError):
-    pass
+    """Training stopped: a loss, a weight or a running statistic became non-finite (or exploded)."""
 
 
 @dataclass
@@ -154,6 +154,10 @@ class Task:
         pass
 
     def step(self, step: int) -> dict:
+        raise NotImplementedError
+
+    def weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The networks' state dicts (parameters and buffers, not copied) by checkpoint file name."""
         raise NotImplementedError
 
     def checkpoint(self) -> tuple[dict, dict, dict]:

@@ -309,10 +309,13 @@ class GANTask(Task):
             "d_fake": torch.sigmoid(fake_logits).mean(),
         }
 
+    def weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {"generator": self.G.state_dict(), "generator_ema": self.G_ema.state_dict(), "discriminator": self.D.state_dict()}
+
     def checkpoint(self) -> tuple[dict, dict, dict]:
         g_t, g_meta = ckpt.optimizer_to_flat(self.opt_g, "opt_g")
         d_t, d_meta = ckpt.optimizer_to_flat(self.opt_d, "opt_d")
-        weights = {"generator": self.G.state_dict(), "generator_ema": self.G_ema.state_dict(), "discriminator": self.D.state_dict()}
+        weights = self.weights()
         state = {"opt_g": g_meta, "opt_d": d_meta, "precision": self.plan.precision, "loss_scalers": self.prec.state_dict()}
         return weights, {**g_t, **d_t, "rng.noise": self.noise.get_state()}, state
 

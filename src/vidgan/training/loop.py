@@ -32,6 +32,7 @@ from vidgan.conditioning import caption_embeddings
 from vidgan.config import RunConfig
 from vidgan.data.clips import ClipDataset
 from vidgan.data.video_io import to_uint8, write_grid
+from vidgan.health import DivergenceWatch, weights_problem
 from vidgan.metrics.evaluate import TrainingEval, score_line
 from vidgan.models.registry import model_kind
 from vidgan.run import Run, RunDirError, load_state
@@ -119,7 +120,7 @@ def _start(cfg: RunConfig, run_dir: str | Path, resume: bool, device: str | None
     task_cls.check(cfg)
     if resume:
         cfg = task_cls.resumed_config(cfg, run)
-    resume_from = run.start(cfg, resume)
+    resume_from = run.start(cfg, resume, log=log)
     text_table = caption_embeddings(data) if cfg.model.condition == "text" else None
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
     task = task_cls(LoopContext(cfg, data, run, info, resume_from, text_table, progress, log))
@@ -202,13 +203,27 @@ class _Reporter:
             self.writer.close()
 
 
+def _last_good(task: Task) -> str:
+    good = task.ctx.run.newest_good()
+    return f"{good} (resume from it with --resume and lower rates)" if good else "none"
+
+
 def _check_finite(step: int, record: dict, task: Task) -> None:
     losses = {k: v for k, v in record.items() if k.startswith("loss")}
     if not all(math.isfinite(v) for v in losses.values()):
         shown = ", ".join(f"{k} {v:.4g}" for k, v in losses.items())
         raise NonFiniteLossError(
-            f"step {step}: non-finite loss ({shown}); training stopped. "
-            f"Last good checkpoint: {task.ctx.run.latest() or 'none'}. {task.divergence_hint}"
+            f"step {step}: non-finite loss ({shown}); training stopped. Last good checkpoint: {_last_good(task)}. {task.divergence_hint}"
+        )
+
+
+def _check_weights(step: int, weights: dict, task: Task, when: str) -> None:
+    """Stop (before anything is saved) when a weight or a running statistic is non-finite or exploded."""
+    problem = weights_problem(weights)
+    if problem:
+        raise NonFiniteLossError(
+            f"step {step}: {problem} ({when}); training stopped without saving it. "
+            f"Last good checkpoint: {_last_good(task)}. {task.divergence_hint}"
         )
 
 
@@ -227,6 +242,7 @@ def train(
     def save(at_step: int) -> None:
         if info.is_main:
             weights, tensors, state = task.checkpoint()
+            _check_weights(at_step, weights, task, "checked before the checkpoint")
             tensors = {**tensors, "rng.torch": torch.get_rng_state()}
             state = {"elapsed": elapsed_before + time.monotonic() - t_start, "world_size": info.world, **state}
             run.save_checkpoint(at_step, weights, tensors, state, keep=tc.keep_checkpoints)
@@ -235,7 +251,7 @@ def train(
         if info.is_main:
             write_grid(run.sample_path(at_step), to_uint8(task.samples()), fps=cfg.model.fps)
 
-    interrupt, reporter = Interrupt(), _Reporter(task, step, t_start)
+    interrupt, reporter, diverging = Interrupt(), _Reporter(task, step, t_start), DivergenceWatch()
     stopped, record = "steps", {}
     try:
         while step < tc.steps:
@@ -244,6 +260,11 @@ def train(
             over_budget = tc.time_budget is not None and time.monotonic() - t_start > tc.time_budget
             record, stop = _reduce(raw, over_budget or interrupt.flag, info)
             _check_finite(step, record, task)
+            if step % tc.log_every == 0 or stop:
+                _check_weights(step, task.weights(), task, "weights are checked every logged step")
+                warning = diverging(step, {k: v for k, v in record.items() if k.startswith("loss")})
+                if warning and info.is_main:
+                    reporter.say(f"warning: {warning}")
             reporter.step_done(step, record, force=stop)
             if step % tc.sample_every == 0:
                 write_samples(step)

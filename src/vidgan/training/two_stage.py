@@ -115,11 +115,16 @@ class VQVAETask(Task):
             "restarts": int(model.codebook.restarts), **record,
         }  # fmt: skip
 
-    def checkpoint(self) -> tuple[dict, dict, dict]:
-        tensors, meta = ckpt.optimizer_to_flat(self.opt, "opt")
-        weights, state = {"vqvae": self.model.state_dict()}, {"opt": meta}
+    def weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        weights = {"vqvae": self.model.state_dict()}
         if self.critic is not None:
             weights["critic"] = self.critic.state_dict()
+        return weights
+
+    def checkpoint(self) -> tuple[dict, dict, dict]:
+        tensors, meta = ckpt.optimizer_to_flat(self.opt, "opt")
+        weights, state = self.weights(), {"opt": meta}
+        if self.critic is not None:
             tensors_d, state["opt_d"] = ckpt.optimizer_to_flat(self.opt_d, "opt_d")
             tensors.update(tensors_d)
         return weights, tensors, state
@@ -306,9 +311,12 @@ class PriorTask(Task):
         ema_update(self.gen_ema, self.gen, ema_beta(cfg.train.ema_beta, step))
         return {"loss": loss.item(), "bits_per_token": loss.item() / np.log(2)}
 
+    def weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {"generator": self.gen.state_dict(), "generator_ema": self.gen_ema.state_dict()}
+
     def checkpoint(self) -> tuple[dict, dict, dict]:
         tensors, meta = ckpt.optimizer_to_flat(self.opt, "opt")
-        return {"generator": self.gen.state_dict(), "generator_ema": self.gen_ema.state_dict()}, tensors, {"opt": meta}
+        return self.weights(), tensors, {"opt": meta}
 
     @torch.no_grad()
     def samples(self) -> torch.Tensor:

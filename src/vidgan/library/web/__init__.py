@@ -5,8 +5,9 @@ by clip id (/files/ID/video|poster|preview) or by store path (/store/ab/<sha>.<e
 the name is the content's hash); both resolve the path, follow symlinks, and refuse anything that
 is not a regular file inside the library root (404), and anything that is not an id (400).
 Read-only unless created with allow_edit=True (`--allow-edit`): edits answer 403 otherwise.
-Only Host headers naming this machine are accepted, so a web page elsewhere cannot reach the
-gallery through DNS rebinding.
+Only Host headers naming this machine (or names given with `--allowed-host`) are accepted, even
+when listening on 0.0.0.0, so a web page elsewhere cannot reach the gallery through DNS rebinding;
+edits must also come from the gallery's own origin (Origin / Sec-Fetch-Site).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from starlette.background import BackgroundTask
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from vidgan.library.catalog import Library
-from vidgan.library.queries import ClipQuery, clip_dict, count_clips, export_name, facets, find_clips, get_clip, parse_scores
+from vidgan.library.queries import ClipQuery, check_query, clip_dict, count_clips, export_name, facets, find_clips, get_clip, parse_scores
 from vidgan.library.tables import MAX_ID, STORE, LibraryError
 
 STATIC = FsPath(__file__).parent / "static"
@@ -62,9 +63,12 @@ def create_app(
 
     app = FastAPI(title="vidgan library", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.library, app.state.allow_edit = lib, allow_edit
+    # The Host allow-list holds even when listening on every address (0.0.0.0): the names and
+    # addresses browsers may use are given explicitly (`--allowed-host`), so DNS rebinding cannot reach it.
     local = ["127.0.0.1", "localhost", "::1", "[::1]"]
-    hosts = ["*"] if host in ("0.0.0.0", "::") else [*local, host, *(allowed_hosts or [])]
+    hosts = [*local, *([] if host in ("0.0.0.0", "::") else [host]), *(allowed_hosts or [])]
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
+    editable = allow_edit and not lib.read_only
 
     app.add_middleware(SecurityHeaders)
 
@@ -94,7 +98,7 @@ def create_app(
     @app.get("/api/info")
     def info():
         with lib.session() as s:
-            return {"name": lib.root.name, "clips": count_clips(s), "allow_edit": allow_edit, "search": "fts5" if lib.fts else "like"}
+            return {"name": lib.root.name, "clips": count_clips(s), "allow_edit": editable, "search": "fts5" if lib.fts else "like"}
 
     @app.get("/api/facets")
     def get_facets():
@@ -123,6 +127,7 @@ def create_app(
                 limit=limit,
                 offset=offset,
             )
+            check_query(query)
         except ValueError as err:
             raise HTTPException(400, str(err)) from None
         with lib.session() as s:
@@ -146,7 +151,11 @@ def create_app(
     ):
         if not allow_edit:
             raise HTTPException(403, "this gallery is read-only; start it with `vidgan serve LIB --allow-edit` to edit tags")
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        if lib.read_only:
+            raise HTTPException(403, f"the library is read-only ({lib.read_only}); tags cannot be edited")
+        if not same_origin(request):
+            raise HTTPException(403, "cross-origin edits are refused; edit from the gallery's own page")
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
             # a page elsewhere can post a form without asking; a JSON body needs CORS permission, which we never give
             raise HTTPException(415, "send the edit as JSON (Content-Type: application/json)")
         with lib.session() as s:
@@ -237,6 +246,20 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def same_origin(request: Request) -> bool:
+    """A browser request that says where it comes from (Origin, Sec-Fetch-Site) must come from this
+    gallery's own origin; requests without those headers (curl, scripts) are not browsers' and pass."""
+    from urllib.parse import urlsplit
+
+    if request.headers.get("sec-fetch-site", "same-origin").lower() not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    parts = urlsplit(origin)
+    return origin != "null" and parts.scheme in ("http", "https") and parts.netloc.lower() == request.headers.get("host", "").lower()
 
 
 def _library_file(lib: Library, relative: str) -> FsPath:
