@@ -1,23 +1,22 @@
-"""Feature-extraction throughput of the metric networks, and whether bf16 keeps the effnet score.
+"""Feature-extraction throughput of the metric networks per path, and whether each path keeps the score.
 
-What is measured (CPU, 2 threads by default; no GPU needed):
+What is measured (CPU, 2 threads by default; no GPU needed), all in this one run:
 
-1. effnet-lite0 (the offline default behind fd_effnet2048_16f): clips/s for 16-frame clips at
-   64x64 (resized to 224x224 inside the extractor, as the protocol says), in fp32 and in bf16
-   autocast, both channels-last. Clips are built-in Moving MNIST (prepared into a temporary
-   folder): set A (training digits), set B (held-out digits), and B with its frames shuffled.
-   From the same features: fd(A, B) and fd(A, shuffled B) in each precision, and their
-   relative change bf16 vs fp32 (the issue's rule: bf16 only where the score moves < 0.5%).
-2. The time fd_effnet2048_16f takes at 64x64 on this machine, from the measured clips/s:
-   2048 generated + 2048 real clips on a cold cache, 2048 generated with cached real stats.
+1. effnet-lite0 (behind fd_effnet2048_16f) on 16-frame clips at 64x64, resized to 224x224 inside the
+   extractor as the protocol says, through each path:
+     torch fp32          the reference (the path every score used before ONNX Runtime)
+     onnxruntime fp32    the default when `vidgan[fast]` is installed (same protocol, same name)
+     torch bf16          autocast: another protocol, its metric names end in _bf16
+   For each: clips/s, frames/s, achieved GFLOP/s (multiply-adds counted on the network), the ratio
+   to the reference, and from the same features fd(A, B) and fd(A, shuffled B) with their change
+   against the reference (a path may share the name only within 0.5%). A = training digits,
+   B = held-out digits of built-in Moving MNIST.
+2. fd_effnet2048_16f at 64x64 per path, from the measured speed: cold (2048 generated + 2048 real
+   clips) and with cached real statistics (2048 generated).
 3. i3d and inception throughput with randomly initialised full-size networks (speed does not
-   depend on the weights; the real weights cannot be installed here): clips/s for 16-frame
-   clips (i3d) and frames/s (inception).
-Printed last: the bf16 / fp32 clips/s ratio of effnet-lite0.
+   depend on the weights; the real weights cannot be installed here).
 
-Run (about 5-10 minutes on the 2-core CPU with the defaults; --clips 8 for a quick look):
-
-    python benchmarks/metric_throughput.py
+    python benchmarks/metric_throughput.py                    # about 5 minutes on 2 cores
     python benchmarks/metric_throughput.py --clips 8 --skip-i3d
 """
 
@@ -35,11 +34,33 @@ from vidgan.data.clips import ClipDataset
 from vidgan.data.prepare import PrepareSettings, prepare
 from vidgan.metrics.extractors import EffNetLite0
 from vidgan.metrics.frechet import frechet_distance_rows
+from vidgan.metrics.runtime import onnx_available
+
+PATHS = {"torch fp32": ("fp32", "torch"), "onnxruntime fp32": ("fp32", "onnxruntime"), "torch bf16": ("bf16", "torch")}
 
 
-def effnet_pass(precision: str, sets: dict[str, np.ndarray], batch: int) -> tuple[float, dict[str, np.ndarray]]:
-    net = EffNetLite0(precision=precision)
-    net(torch.from_numpy(sets["A"][:1]))  # warm-up (oneDNN picks its kernels on the first call)
+def multiply_adds(net: torch.nn.Module, size: int) -> int:
+    """Multiply-adds of one frame through the network's convolutions and linear layers (hooks count them)."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            total += output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        elif isinstance(module, torch.nn.Linear):
+            total += output.numel() * module.in_features
+
+    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        net.extract_features(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    return total
+
+
+def effnet_pass(precision: str, runtime: str, sets: dict[str, np.ndarray], batch: int) -> tuple[float, dict[str, np.ndarray]]:
+    net = EffNetLite0(precision=precision, runtime=runtime)
+    net(torch.from_numpy(sets["A"][:batch]))  # warm-up (oneDNN / ONNX Runtime pick their kernels on the first calls)
     rows, clips, start = {}, 0, time.perf_counter()
     for name, data in sets.items():
         rows[name] = np.concatenate([net(torch.from_numpy(data[i : i + batch]))["video"].numpy() for i in range(0, len(data), batch)])
@@ -66,24 +87,27 @@ def main() -> None:
     rng = np.random.default_rng(0)
     sets = {"A": a, "B": b, "B shuffled": np.stack([c[rng.permutation(len(c))] for c in b])}
 
-    print(f"effnet-lite0, 16-frame clips at 64x64 -> 224x224, {args.threads} threads, {3 * args.clips} clips per precision")
+    gmacs = multiply_adds(EffNetLite0(runtime="torch").net, 224) / 1e9
+    print(f"effnet-lite0, 16-frame clips at 64x64 -> 224x224 ({2 * gmacs:.2f} GFLOP per frame), {args.threads} threads, "
+          f"{3 * args.clips} clips per path")  # fmt: skip
     results = {}
-    for precision in ("fp32", "bf16"):
-        speed, rows = effnet_pass(precision, sets, args.batch)
-        fd_real = frechet_distance_rows(rows["A"], rows["B"])
-        fd_shuffled = frechet_distance_rows(rows["A"], rows["B shuffled"])
-        results[precision] = (speed, fd_real, fd_shuffled)
+    for label, (precision, runtime) in PATHS.items():
+        if runtime == "onnxruntime" and not onnx_available():
+            print(f"  {label}: skipped (pip install 'vidgan[fast]')")
+            continue
+        speed, rows = effnet_pass(precision, runtime, sets, args.batch)
+        results[label] = (speed, frechet_distance_rows(rows["A"], rows["B"]), frechet_distance_rows(rows["A"], rows["B shuffled"]))
+    ref_speed, ref_real, ref_shuffled = results["torch fp32"]
+    print(f"  {'path':<18}{'clips/s':>9}{'frames/s':>10}{'GFLOP/s':>9}{'x ref':>7}{'fd(A,B)':>10}{'change':>9}{'fd(A,Bs)':>10}{'change':>9}"
+          f"{'2048 cold':>11}{'cached':>9}")  # fmt: skip
+    for label, (speed, fd_real, fd_shuffled) in results.items():
         print(
-            f"  {precision}: {speed:6.2f} clips/s ({16 * speed:6.1f} frames/s)   fd(A, B) = {fd_real:.4f}   fd(A, B shuffled) = {fd_shuffled:.4f}"
+            f"  {label:<18}{speed:>9.2f}{16 * speed:>10.1f}{16 * speed * 2 * gmacs:>9.1f}{speed / ref_speed:>6.2f}x"
+            f"{fd_real:>10.3f}{100 * (fd_real - ref_real) / ref_real:>+8.2f}%{fd_shuffled:>10.3f}"
+            f"{100 * (fd_shuffled - ref_shuffled) / ref_shuffled:>+8.2f}%{2 * 2048 / speed / 60:>9.1f} m{2048 / speed / 60:>7.1f} m"
         )
-    (s32, r32, h32), (s16, r16, h16) = results["fp32"], results["bf16"]
-    print(
-        f"  bf16 vs fp32 score change: fd(A, B) {100 * (r16 - r32) / r32:+.2f}%, fd(A, B shuffled) {100 * (h16 - h32) / h32:+.2f}%  (rule: within 0.5%)"
-    )
-    for precision, (speed, _, _) in results.items():
-        print(
-            f"  fd_effnet2048_16f at 64x64, {precision}: cold cache {2 * 2048 / speed / 60:.1f} min, cached real stats {2048 / speed / 60:.1f} min"
-        )
+    print("  (fd_effnet2048_16f at 64x64: 'cold' = 2048 generated + 2048 real clips, 'cached' = real statistics from the cache;"
+          " a path may keep the metric name only if both fd changes are within 0.5%)")  # fmt: skip
 
     if not args.skip_i3d:
         from vidgan.metrics.fid import InceptionV3
@@ -107,7 +131,9 @@ def main() -> None:
                 f"inception (random weights, full size), frames at 64x64 -> 299x299 fp32: {8 / (time.perf_counter() - start):.2f} frames/s"
             )
 
-    print(f"effnet-lite0 bf16 / fp32 clips/s ratio: {s16 / s32:.2f}")
+    fast = results.get("onnxruntime fp32")
+    if fast:
+        print(f"effnet-lite0 onnxruntime / torch fp32 clips/s ratio: {fast[0] / ref_speed:.2f}")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ def evaluate(
     batch_size: int = typer.Option(16, min=1, help="clips per feature batch"),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1 ..."),
     precision: str = typer.Option(
-        "auto", help="fp32 (auto) or bf16 autocast (faster, but moved fd_effnet by about 1%; recorded in the protocol)"
+        "auto",
+        help="fp32 (auto) or bf16 autocast: faster, but it moves fd_effnet by about 1%, so it is another protocol: its metric names end in _bf16",
     ),
     cache: bool = typer.Option(True, help="reuse cached real statistics (~/.cache/vidgan/metrics or $VIDGAN_CACHE_DIR)"),
     report: bool = typer.Option(True, help="write report.html"),

@@ -79,7 +79,7 @@ def compute(
 ) -> Evaluation:
     """All requested metrics of `fake` against `real`; records are returned (rank 0 only under DDP)."""
     device = device if device is not None else torch.device(options.device)
-    specs = parse_metrics(options.metrics, options.n, options.effnet_size)
+    specs = parse_metrics(options.metrics, options.n, options.effnet_size, options.precision)
     lengths = [s.length for s in (fake, real) if s is not None and s.length is not None]
     available = min(lengths) if lengths else None
     if available is not None:
@@ -127,6 +127,7 @@ def compute(
             "seed": options.seed,
             "resolution": size,
             "resize_to_resolution": "video files: libswscale AREA (shorter side) + centre crop; arrays: torch area (shrink) / bilinear (enlarge)",
+            "network_input": _network_input(extractor, size),
             "extractor": extractor.describe(),
             "fake": fake.describe(),
             "real": None if real is None else real.describe(),
@@ -154,6 +155,16 @@ def compute(
                     }
                 )
     return Evaluation(records, results, fake, real, size)
+
+
+def _network_input(extractor, size: int) -> str:
+    """What the network sees, said plainly: clips smaller than its input are upsampled (no detail is added)."""
+    net = getattr(extractor, "size", None)
+    if net is None:
+        return f"{size}x{size} clips, resized by the network file itself"
+    if size < net:
+        return f"{size}x{size} clips upsampled to {net}x{net} (bilinear): the network sees no detail finer than {size} px"
+    return f"{size}x{size} clips resized to {net}x{net} (bilinear, antialiased)"
 
 
 def _metric_values(spec: MetricSpec, g: GroupResult):

@@ -3,7 +3,9 @@ real side's statistics cached (vidgan.metrics.frechet)."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -74,21 +76,33 @@ def extract(
     batch_size = max(1, min(batch_size, FRAMES_PER_BATCH // frames))  # 128-frame clips: 4 per batch, not 16
     stats = {k: frechet.FeatureStats(keep or world > 1) for k in outputs}
     bar = tqdm(total=len(local), desc=desc, unit="clip", disable=not progress, dynamic_ncols=True, leave=False)
+    starts = list(range(0, len(local), batch_size))
+    # The next batch is decoded / generated / resized in a second thread while this one goes through
+    # the network (PyAV, NumPy and the networks release the GIL), so loading costs no extra time.
+    pool = ThreadPoolExecutor(1, thread_name_prefix="vidgan-load")
+    load = partial(_load, source, local, batch_size, frames, size)
     try:
-        for i in range(0, len(local), batch_size):
-            clips = source.load(local[i : i + batch_size], frames, size)
+        pending = pool.submit(load, starts[0]) if starts else None
+        for j in range(len(starts)):
+            clips = pending.result()
+            pending = pool.submit(load, starts[j + 1]) if j + 1 < len(starts) else None
             with torch.no_grad():
                 out = extractor(torch.from_numpy(np.ascontiguousarray(clips)), outputs)
             for k in outputs:
                 stats[k].append(out[k].numpy())
             bar.update(len(clips))
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     if world > 1:
         for k in outputs:
             rows = torch.from_numpy(stats[k].features) if stats[k].count else torch.zeros(0, 1)
             stats[k] = frechet.FeatureStats.from_features(_gather_rows(rows, len(refs), world, device).numpy(), keep_features=True)
     return stats
+
+
+def _load(source: Source, refs: list, batch_size: int, frames: int, size: int, start: int) -> np.ndarray:
+    return source.load(refs[start : start + batch_size], frames, size)
 
 
 def real_features(

@@ -69,6 +69,7 @@ class MetricSpec:
     strict: bool  # False for bare names: frames shrink to the clip length when clips are shorter
     requested: str
     effnet_size: int = EFFNET_SIZE
+    precision: str = "fp32"  # "bf16": a faster protocol whose scores move (about 1% for fd_effnet): its own name
 
     @property
     def info(self) -> Family:
@@ -76,10 +77,11 @@ class MetricSpec:
 
     @property
     def name(self) -> str:
+        reduced = "_bf16" if self.precision == "bf16" else ""
         if self.frames is None:
-            return f"{self.family}{format_count(self.n)}"
+            return f"{self.family}{format_count(self.n)}{reduced}"
         suffix = f"_{self.effnet_size}px" if self.info.extractor == "effnet-lite0" and self.effnet_size != EFFNET_SIZE else ""
-        return f"{self.family}{format_count(self.n)}_{self.frames}f{suffix}"
+        return f"{self.family}{format_count(self.n)}_{self.frames}f{suffix}{reduced}"
 
     @property
     def group(self) -> tuple:
@@ -98,7 +100,7 @@ class MetricSpec:
         return replace(self, frames=available)
 
 
-def parse_metric(text: str, n: int | None = None, effnet_size: int = EFFNET_SIZE) -> MetricSpec:
+def parse_metric(text: str, n: int | None = None, effnet_size: int = EFFNET_SIZE, precision: str = "fp32") -> MetricSpec:
     """A metric name (full or bare) as a MetricSpec; `n` replaces the count."""
     name = text.strip()
     if name in FAMILIES:
@@ -116,12 +118,12 @@ def parse_metric(text: str, n: int | None = None, effnet_size: int = EFFNET_SIZE
         )
     if spec.n < 2 or (spec.frames is not None and spec.frames < 1):
         raise ValueError(f"{name}: needs at least 2 clips and 1 frame")
-    return replace(spec, effnet_size=effnet_size)
+    return replace(spec, effnet_size=effnet_size, precision="bf16" if precision == "bf16" else "fp32")
 
 
-def parse_metrics(text: str | list[str], n: int | None = None, effnet_size: int = EFFNET_SIZE) -> list[MetricSpec]:
+def parse_metrics(text: str | list[str], n: int | None = None, effnet_size: int = EFFNET_SIZE, precision: str = "fp32") -> list[MetricSpec]:
     names = text.split(",") if isinstance(text, str) else list(text)
-    specs = [parse_metric(t, n, effnet_size) for t in names if t.strip()]
+    specs = [parse_metric(t, n, effnet_size, precision) for t in names if t.strip()]
     if not specs:
         raise ValueError("no metrics given; e.g. --metrics fd_effnet2048_16f,pr,diversity")
     return specs

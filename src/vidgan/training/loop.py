@@ -162,6 +162,7 @@ class _Reporter:
             disable=not (ctx.progress and self.info.is_main), dynamic_ncols=True,
         )  # fmt: skip
         self.t_log, self.clips_seen, self.clips_per_s = time.monotonic(), 0, 0.0
+        self.eval_seconds = 0.0
 
     def say(self, line: str) -> None:
         with tqdm.external_write_mode():
@@ -191,11 +192,15 @@ class _Reporter:
                 if key != "step" and isinstance(value, (int, float)):
                     self.writer.add_scalar(f"train/{key}", value, step)
 
-    def scores(self, step: int, records: list[dict]) -> None:
+    def scores(self, step: int, records: list[dict], seconds: float) -> None:
+        """Scores computed during training, and what they cost: their seconds and share of the wall time so far."""
+        self.eval_seconds += seconds
+        share = self.eval_seconds / max(time.monotonic() - self.t_start, 1e-9)
         if self.info.is_main:
             for r in records:
                 self.writer.add_scalar(f"eval/{r['metric']}", r["value"], step)
-            self.say(score_line(step, records))
+            self.writer.add_scalar("eval/seconds", seconds, step)
+            self.say(f"{score_line(step, records)} ({seconds:.1f} s; scoring is {share:.0%} of the run's time so far)")
 
     def close(self) -> None:
         self.bar.close()
@@ -269,7 +274,9 @@ def train(
             if step % tc.sample_every == 0:
                 write_samples(step)
             if evaluator is not None and step % tc.eval_every == 0:
-                reporter.scores(step, evaluator(task.eval_generator, step))  # every rank generates its share
+                t_eval = time.monotonic()
+                records = evaluator(task.eval_generator, step)  # every rank generates its share
+                reporter.scores(step, records, time.monotonic() - t_eval)
             if stop:
                 stopped = "interrupted" if interrupt.flag else "time_budget"
                 break
