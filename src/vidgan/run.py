@@ -341,8 +341,10 @@ def generator_weights(path: str | Path, step: int | None = None, ema: bool = Tru
         raise FileNotFoundError(f"{path}: no such run folder; pass the --out folder of `vidgan train`")
     if (path / CONFIG).is_file() and not (path / "generator.safetensors").is_file() and not is_checkpoint(path):  # a run dir
         run = Run(path)
-        folder = run.checkpoint(step, names=["generator_ema" if ema else "generator"], log=log)
-        return GeneratorWeights(run.config(), folder, generator_file(folder, ema), step_of(folder))
+        config = run.config()
+        names = None if config.model.name == "vqvae" else ["generator_ema" if ema else "generator"]  # a VQ-VAE has no generator
+        folder = run.checkpoint(step, names=names, log=log)
+        return GeneratorWeights(config, folder, generator_file(folder, ema), step_of(folder))
     if is_checkpoint(path):
         config, at = Run(path.parent.parent).config(), step_of(path)
     elif (path / "generator.safetensors").is_file() and (path / CONFIG).is_file():
@@ -352,7 +354,7 @@ def generator_weights(path: str | Path, step: int | None = None, ema: bool = Tru
             f"{path}: not a run, a checkpoint or a saved pipeline (no config.json with weights); pass a `vidgan train --out` folder"
         )
     file = generator_file(path, ema)
-    problem = checkpoint_problem(path, [file.stem])
+    problem = None if config.model.name == "vqvae" else checkpoint_problem(path, [file.stem])
     if problem:
         raise CheckpointError(f"{path}: {problem}; pass an earlier checkpoint (--step) or retrain")
     return GeneratorWeights(config, path, file, at)

@@ -216,7 +216,7 @@ def test_vqvae_patch_adversarial_term(mnist16, tmp_path):
     assert all("adv_d" not in r for r in Run(tmp_path / "never").read_log())
     with pytest.raises(RunDirError, match="model/vq settings differ"):
         train(tiny_config(mnist16, **{**base, "train.steps": 50, "vq.adversarial": 0.5}), tmp_path / "plain", resume=True, **QUIET)
-    with pytest.raises(ValueError, match="vq.adversarial must be >= 0"):
+    with pytest.raises(ValueError, match="vq.adversarial: Input should be greater than or equal to 0"):
         train(tiny_config(mnist16, **{**base, "vq.adversarial": -1.0}), tmp_path / "neg", **QUIET)
 
 
