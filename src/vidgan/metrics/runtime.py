@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vidgan.metrics.frechet import default_cache_dir
+
 OPSET = 17
 
 
@@ -48,8 +50,7 @@ def choose_runtime(requested: str, device: torch.device, precision: str) -> str:
 
 
 def _default_dir() -> Path:
-    root = os.environ.get("VIDGAN_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "vidgan")
-    return Path(root) / "onnx"
+    return default_cache_dir() / "onnx"  # beside the cached real statistics
 
 
 class OnnxNetwork:
