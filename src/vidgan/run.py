@@ -83,17 +83,12 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         if isinstance(err, FileNotFoundError) or not path.exists():
             raise CheckpointError(f"{path}: missing; the checkpoint is incomplete, pass another checkpoint or retrain") from None
-        if isinstance(err, PermissionError):
-            raise CheckpointError(f"{path}: permission denied; make the file readable (chmod u+r)") from None
         why = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(f"{path}: damaged ({why}); use an earlier checkpoint (--step) or retrain") from None
 
 
 def load_weights(checkpoint: str | Path, name: str) -> dict[str, torch.Tensor]:
-    path = Path(checkpoint) / f"{name}.safetensors"
-    if not path.is_file() and not path.exists():
-        raise CheckpointError(f"{path}: missing; the checkpoint is incomplete, pass another checkpoint or retrain")
-    return _read_tensors(path)
+    return _read_tensors(Path(checkpoint) / f"{name}.safetensors")
 
 
 def read_state(checkpoint: str | Path) -> dict:

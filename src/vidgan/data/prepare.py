@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from vidgan.data.capacity import check_fits
 from vidgan.data.clips import INDEX_NAME, read_index
 from vidgan.data.video_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError, iter_frames
 
@@ -418,57 +419,13 @@ def prepare_builtin(
     return _finish(out, index, [], 1, False, log)
 
 
-def available_memory() -> int | None:
-    """Bytes of memory the system can still give (MemAvailable), or None where it cannot be read."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _free_disk(out: Path) -> int | None:
-    import shutil
-
-    probe = out.absolute()
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        return shutil.disk_usage(probe).free
-    except OSError:
-        return None
-
-
-def check_fits(out: Path, settings: PrepareSettings, clips: int | None) -> None:
-    """Refuse (PrepareError, with the numbers) a preparation whose working memory or, when the clip count
-    is known, whose output would not fit on this machine. Pass check=False to prepare() to go ahead anyway."""
-    clip_bytes = settings.frames * settings.size**2 * settings.channels
-    memory = clip_bytes * 12 + min(SHARD_BYTES, clip_bytes * max(clips or 1, 1))  # decode/resize buffers + one shard
-    free_memory = available_memory()
-    gib = 2**30
-    if free_memory is not None and memory > free_memory:
-        raise PrepareError(
-            f"{out}: clips of {settings.frames}x{settings.size}x{settings.size} need about {memory / gib:.1f} GiB of memory to prepare, "
-            f"{free_memory / gib:.1f} GiB is available; use a smaller --size or --frames (or --no-check to try anyway)"
-        )
-    free_disk = _free_disk(out)
-    if clips is not None and free_disk is not None and clip_bytes * clips > free_disk:
-        raise PrepareError(
-            f"{out}: {clips} clips of {settings.frames}x{settings.size}x{settings.size} take {clip_bytes * clips / gib:.1f} GiB, "
-            f"{free_disk / gib:.1f} GiB is free there; use a smaller --n, --size or --frames (or --no-check to try anyway)"
-        )
-
-
 def prepare(src: str, out: str | Path, settings: PrepareSettings, check: bool = True, **kwargs) -> PrepareResult:
     """`src` is a folder, or `builtin:NAME` for a built-in dataset. check: refuse sizes that would not fit (check_fits)."""
     if check:
         channels = 1 if src == "builtin:moving-mnist" else settings.channels
-        check_fits(Path(out), PrepareSettings(settings.size, settings.frames, settings.fps, settings.stride, channels), kwargs.get("n"))
+        problem = check_fits(Path(out), settings.frames, settings.size, channels, kwargs.get("n"), SHARD_BYTES)
+        if problem:
+            raise PrepareError(problem)
     if src.startswith("builtin:"):
         return prepare_builtin(src.split(":", 1)[1], out, settings, **kwargs)
     folder_kwargs = {k: v for k, v in kwargs.items() if k in ("force", "progress", "log", "workers")}
