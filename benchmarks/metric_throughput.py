@@ -23,6 +23,7 @@ What is measured (CPU, 2 threads by default; no GPU needed), all in this one run
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -68,12 +69,69 @@ def effnet_pass(precision: str, runtime: str, sets: dict[str, np.ndarray], batch
     return clips / (time.perf_counter() - start), rows
 
 
+USER_PATHS = ("torch fp32", "torch fp32 channels-last", "torch bf16")
+
+
+def user_networks(sets: dict[str, np.ndarray], n: int) -> None:
+    """I3D and InceptionV3 at full size with random weights (speed does not depend on the weights; the
+    real ones cannot be installed here): clips/s per path and how far each path moves a Frechet
+    distance between two sets of clips computed from its features (the same check as above)."""
+    from vidgan.metrics.fid import InceptionV3
+    from vidgan.metrics.fvd import InceptionI3d
+
+    torch.manual_seed(0)
+    nets = {
+        "i3d": (
+            InceptionI3d().eval(),
+            torch.channels_last_3d,
+            lambda net, x, f: net(x.contiguous(memory_format=f), rescale=True, resize=True, return_features=True),
+        ),
+        "inception": (
+            InceptionV3().eval(),
+            torch.channels_last,
+            lambda net, x, f: net(x.transpose(1, 2).flatten(0, 1).contiguous(memory_format=f), return_features=True),
+        ),
+    }
+    for name, (net, layout, call) in nets.items():
+        clips = {
+            k: torch.from_numpy(v[:n]).permute(0, 4, 1, 2, 3).float().expand(-1, 3, -1, -1, -1)
+            for k, v in sets.items()
+            if k != "B shuffled"
+        }
+        print(f"{name} (random weights, full size), {n} clips of 16 frames at 64x64 per set (A, B):")
+        print(f"  {'path':<26}{'clips/s':>9}{'x ref':>7}{'fd(A,B) change':>16}")
+        ref = None
+        for path in USER_PATHS:
+            fmt = layout if "channels-last" in path else torch.contiguous_format
+            model = net.to(memory_format=fmt)
+            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if "bf16" in path else contextlib.nullcontext()
+            feats, seconds = {}, 0.0
+            with torch.inference_mode(), ctx:
+                call(model, clips["A"][:1], fmt)  # warm-up
+                for key, x in clips.items():
+                    rows = []
+                    for i in range(len(x)):
+                        start = time.perf_counter()
+                        rows.append(call(model, x[i : i + 1], fmt).float().reshape(1, -1, rows_width(name)).mean(1).numpy())
+                        seconds += time.perf_counter() - start
+                    feats[key] = np.concatenate(rows)
+            speed, fd = 2 * n / seconds, frechet_distance_rows(feats["A"], feats["B"])
+            ref = ref or (speed, fd)
+            print(f"  {path:<26}{speed:>9.3f}{speed / ref[0]:>6.2f}x{100 * (fd - ref[1]) / ref[1]:>+15.3f}%")
+
+
+def rows_width(name: str) -> int:
+    return 400 if name == "i3d" else 2048
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=24, help="clips per set (A, B, shuffled B)")
     parser.add_argument("--batch", type=int, default=8, help="clips per extractor call")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-i3d", action="store_true", help="skip the (slow) i3d / inception timings")
+    parser.add_argument("--skip-effnet", action="store_true", help="only the i3d / inception timings")
+    parser.add_argument("--user-clips", type=int, default=6, help="clips per set for i3d / inception")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -87,9 +145,16 @@ def main() -> None:
     rng = np.random.default_rng(0)
     sets = {"A": a, "B": b, "B shuffled": np.stack([c[rng.permutation(len(c))] for c in b])}
 
+    if not args.skip_effnet:
+        effnet(sets, args)
+    if not args.skip_i3d:
+        user_networks(sets, args.user_clips)
+
+
+def effnet(sets: dict[str, np.ndarray], args) -> None:
     gmacs = multiply_adds(EffNetLite0(runtime="torch").net, 224) / 1e9
     print(f"effnet-lite0, 16-frame clips at 64x64 -> 224x224 ({2 * gmacs:.2f} GFLOP per frame), {args.threads} threads, "
-          f"{3 * args.clips} clips per path")  # fmt: skip
+          f"{3 * len(sets['A'])} clips per path")  # fmt: skip
     results = {}
     for label, (precision, runtime) in PATHS.items():
         if runtime == "onnxruntime" and not onnx_available():
@@ -108,29 +173,6 @@ def main() -> None:
         )
     print("  (fd_effnet2048_16f at 64x64: 'cold' = 2048 generated + 2048 real clips, 'cached' = real statistics from the cache;"
           " a path may keep the metric name only if both fd changes are within 0.5%)")  # fmt: skip
-
-    if not args.skip_i3d:
-        from vidgan.metrics.fid import InceptionV3
-        from vidgan.metrics.fvd import InceptionI3d
-
-        x = torch.from_numpy(a[:2]).permute(0, 4, 1, 2, 3).float().expand(-1, 3, -1, -1, -1)
-        i3d = InceptionI3d().eval()
-        with torch.no_grad():
-            i3d(x[:1, :, :4], rescale=True, resize=True, return_features=True)
-            start = time.perf_counter()
-            i3d(x, rescale=True, resize=True, return_features=True)
-            print(
-                f"i3d (random weights, full size), 16-frame clips at 64x64 -> 224x224 fp32: {2 / (time.perf_counter() - start):.3f} clips/s"
-            )
-            inception = InceptionV3().eval()
-            frames = x[:, :, 0].contiguous()
-            inception(frames[:1], return_features=True)
-            start = time.perf_counter()
-            inception(frames.repeat(4, 1, 1, 1), return_features=True)
-            print(
-                f"inception (random weights, full size), frames at 64x64 -> 299x299 fp32: {8 / (time.perf_counter() - start):.2f} frames/s"
-            )
-
     fast = results.get("onnxruntime fp32")
     if fast:
         print(f"effnet-lite0 onnxruntime / torch fp32 clips/s ratio: {fast[0] / ref_speed:.2f}")

@@ -103,3 +103,30 @@ def test_dataset_scores_do_not_depend_on_the_loader_thread(mnist16, tmp_path):
     one = extract(source, refs, 8, net, ("video",), 16, True, batch_size=3, progress=False)["video"]
     per_clip = np.concatenate([net(torch.from_numpy(source.load(refs[i : i + 1], 8, 16)))["video"].numpy() for i in range(10)])
     assert np.allclose(one.features, per_clip, rtol=1e-4, atol=1e-4)
+
+
+@needs_onnx
+def test_export_leaves_the_network_in_eval_mode(tmp_path):
+    """The exporter restores the mode it found: a wrapper in training mode would switch the wrapped
+    network's BatchNorm to batch statistics for every later PyTorch call."""
+    from vidgan.metrics.runtime import OnnxNetwork
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x).mean(dim=(2, 3))
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).eval()
+    net[1].running_mean.fill_(0.5)
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        before = net(x)
+    fast = OnnxNetwork(Wrapper(net), x[:1], "probe", folder=tmp_path)
+    assert not net.training
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), before)
+        torch.testing.assert_close(fast(x), before.mean(dim=(2, 3)), rtol=1e-5, atol=1e-5)

@@ -52,7 +52,7 @@ def test_feature_diversity_alarm():
     real = rng.normal(size=(30, 6))
     assert feature_diversity(rng.normal(size=(30, 6)), real).alarm is None
     collapsed = feature_diversity(np.repeat(real[:1], 30, axis=0), real)
-    assert collapsed.ratio == 0.0 and collapsed.near_duplicates == 1.0
+    assert collapsed.ratio < 1e-6 and collapsed.near_duplicates == 1.0  # 0 up to the rounding of cdist's matrix products
     assert "mode collapse" in collapsed.alarm
 
 

@@ -136,7 +136,10 @@ class Extractor:
 
     @property
     def ident(self) -> str:
-        return json.dumps(self.describe(), sort_keys=True)
+        # A "runtime" entry is recorded with every score but is not part of the cache key: runtimes
+        # that share a metric name compute the same fp32 features (to ~1e-6), so cached real
+        # statistics serve either.
+        return json.dumps({k: v for k, v in self.describe().items() if k != "runtime"}, sort_keys=True)
 
     def __call__(self, clips: torch.Tensor, outputs: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -192,12 +195,6 @@ class EffNetLite0(Extractor):
             "runtime": self.runtime if self._fast is None else f"onnxruntime {self._fast.version}",
         }
 
-    @property
-    def ident(self) -> str:
-        # The runtime is recorded with every score but is not part of the cache key: both runtimes
-        # compute the same fp32 features (to ~1e-6), so cached real statistics serve either.
-        return json.dumps({k: v for k, v in self.describe().items() if k != "runtime"}, sort_keys=True)
-
     @torch.no_grad()
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         """float (N, 3, H, W) in [0, 255] -> (N, 1280)."""
@@ -239,6 +236,9 @@ class _UserWeights(Extractor):
     build = None
     source = ""
     flag = ""
+    # Channels-last weights and inputs: the same fp32 arithmetic in the layout oneDNN's convolutions
+    # run fastest in (I3D 1.11x on a 2-core CPU, fd unchanged; benchmarks/metric_throughput.py).
+    layout = torch.channels_last_3d
 
     def __init__(self, weights, device="cpu", precision="auto"):
         super().__init__(device, precision)
@@ -247,15 +247,19 @@ class _UserWeights(Extractor):
         hint = f"pass the file from {self.source} or a safetensors file written by vidgan"
         self.net, self.format, self.sha256 = load_network(weights, type(self).build, self.name, hint)
         self.net = self.net.to(self.device)
+        try:
+            self.net = self.net.to(memory_format=self.layout)
+        except RuntimeError:  # weights of another network (a wrong file): its first batch says so
+            pass
         self.weights = Path(weights)
         self._checked = False
 
-    def _run(self, *args, **kwargs) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         # TorchScript files run without the JIT graph optimiser: same numbers, and torch 2.13's
         # optimiser mis-executes some scripted padding code (seen with our own scripted I3D).
         try:
             with torch.no_grad(), torch.jit.optimized_execution(False), self._autocast():
-                return self.net(*args, **kwargs).float().cpu()
+                return self.net(x.contiguous(memory_format=self.layout), **kwargs).float().cpu()
         except (RuntimeError, TypeError) as err:
             if self._checked:
                 raise
@@ -308,6 +312,7 @@ class I3D(_UserWeights):
 
 class Inception(_UserWeights):
     name = "inception"
+    layout = torch.channels_last
     per_frame = True
     outputs = ("pool", "probs")
     build = staticmethod(lambda width: InceptionV3(width=width))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,8 +66,12 @@ class OnnxNetwork:
             folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".onnx", dir=folder)
             os.close(fd)
+            # Exported in eval mode: the exporter restores the mode it found afterwards, and a wrapper
+            # left in training mode would put the network's BatchNorm layers into training too.
+            module.eval()
             try:
-                with torch.no_grad():
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the exporter's constant-folding notes are not the user's business
                     torch.onnx.export(
                         module, (example,), tmp, input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
                         opset_version=OPSET, dynamo=False,
