@@ -27,6 +27,9 @@ def test_old_run_generates_the_same_clips(run):
     np.testing.assert_array_equal(clips, np.load(FIXTURES / f"{run}_clips_seed7.npy"))
 
 
+BATCHNORM_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
 @pytest.mark.parametrize(
     "run, networks", [("gan", ["generator", "generator_ema", "discriminator"]), ("vq", ["vqvae"]), ("gpt", ["generator"])]
 )
@@ -44,5 +47,7 @@ def test_old_run_resumes_the_same_run(tmp_path, run, networks):
         resumed, original = load_weights(Run(copy).checkpoint_dir(8), name), load_weights(Run(FIXTURES / run).checkpoint_dir(8), name)
         assert resumed.keys() == original.keys()
         for key in original:
+            if name == "generator_ema" and key.rsplit(".", 1)[-1] in BATCHNORM_STATISTICS:
+                continue  # recomputed for the EMA weights since (training.common.standing_statistics)
             torch.testing.assert_close(resumed[key], original[key], rtol=1e-5, atol=1e-6, msg=f"{name}.{key}")
     assert [line["step"] for line in Run(copy).read_log()][-1] == 8

@@ -129,8 +129,9 @@ def test_training_renders_only_the_frames_d_sees(mnist_data, tmp_path, monkeypat
     monkeypatch.setattr(ctvgan.Generator, "render", lambda self, w, m: rendered.append(len(w)) or original(self, w, m))
     train(tiny_config(mnist_data, **CT, **{"train.steps": 2, "train.num_samples": 2}), tmp_path / "run", progress=False, log=lambda s: None)
     batch = 8  # tiny preset
-    # per step: fakes for D (batch x 3 frames) and for G (batch x 3); grids render 2 clips x 8 frames
-    assert rendered.count(batch * 3) == 4 and all(n in (batch * 3, 2 * 8) for n in rendered)
+    # per step: fakes for D (batch x 3 frames) and for G (batch x 3); grids render 2 clips x 8 frames,
+    # the EMA generator's standing statistics 16 clips x 8 frames
+    assert rendered.count(batch * 3) == 4 and all(n in (batch * 3, 2 * 8, 16 * 8) for n in rendered)
 
 
 def test_tiny_ctvgan_moves_toward_the_data_and_resumes_exactly(mnist_data, tmp_path):
@@ -159,3 +160,31 @@ def test_tiny_ctvgan_moves_toward_the_data_and_resumes_exactly(mnist_data, tmp_p
     a, b = load_weights(Run(tmp_path / "full").latest(), "generator_ema"), load_weights(Run(part).latest(), "generator_ema")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-5, msg=key)
+
+
+def test_the_saved_ema_generator_samples_with_batchnorm_statistics_of_its_own_weights(mnist_data, tmp_path):
+    """Standing statistics: in eval mode the saved EMA generator gives what its weights give with a
+    large batch's statistics; the running statistics of the training generator (which an EMA of the
+    weights alone would carry) do clearly worse."""
+    from helpers import tiny_config
+    from vidgan.pipeline import VideoPipeline
+    from vidgan.run import Run, load_weights
+    from vidgan.training.loop import train
+
+    cfg = tiny_config(mnist_data, **CT, **{"train.steps": 40, "train.ema_beta": 0.9, "train.lr_g": 2e-3})
+    train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    G = VideoPipeline.from_pretrained(tmp_path / "run").generator  # the EMA generator, as sampling loads it
+    ema, raw = ({k: v.clone() for k, v in G.state_dict().items()}, load_weights(Run(tmp_path / "run").latest(), "generator"))
+    z = torch.randn(256, G.z_dim, generator=torch.Generator().manual_seed(0))
+
+    def eval_vs_batch_statistics(buffers: dict) -> float:
+        G.load_state_dict({**ema, **buffers})
+        with torch.no_grad():
+            batch = G.train()(z)
+            G.load_state_dict({**ema, **buffers})
+            return (G.eval()(z) - batch).abs().mean().item()
+
+    is_norm = lambda k: "running_" in k  # noqa: E731
+    saved = eval_vs_batch_statistics({})
+    copied = eval_vs_batch_statistics({k: v for k, v in raw.items() if is_norm(k)})
+    assert saved < 0.5 * copied, (saved, copied)

@@ -47,11 +47,13 @@ def test_two_process_ddp_matches_one_process(mnist_data, tmp_path):
     w0 = build_model(saved.model)[0].state_dict()
     wa = load_weights(Run(single).latest(), "generator")
     wb = load_weights(Run(double).latest(), "generator")
+    # Norms, not largest elements: Adam moves a weight whose gradient is ~0 by up to its learning rate
+    # in either direction, so rounding-level differences in such a gradient can flip single elements.
     for key in wa:
         if wa[key].is_floating_point() and "running" not in key:
-            moved = (wa[key] - w0[key]).abs().max()
+            moved = (wa[key] - w0[key]).norm()
             assert moved > 0, key
-            assert (wa[key] - wb[key]).abs().max() < 0.02 * moved, key
+            assert (wa[key] - wb[key]).norm() < 0.05 * moved, (key, (wa[key] - wb[key]).norm() / moved)
     # only rank 0 wrote files: one event file, one log line per step
     assert len(list((double / "tb").glob("events.*"))) == 1
 

@@ -40,8 +40,11 @@ class BatchNorm(nn.BatchNorm3d):
         if input.dim() < 2:
             raise ValueError(f"expected at least 2D input, got {input.dim()}D")
 
+    local_statistics = False  # True: this process's batch statistics only (standing statistics on one rank)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if not (self.training and distributed) or self.local_statistics:
             return super().forward(x)
         # Sums in float32 whatever the autocast dtype: E[x^2] - E[x]^2 in bf16 loses the variance.
         in_dtype, x = x.dtype, x.float()

@@ -29,7 +29,7 @@ from vidgan.models.registry import build_model
 from vidgan.run import load_weights
 from vidgan.training import checkpoint as ckpt
 from vidgan.training.augment import augment
-from vidgan.training.common import BatchOrder, LoopContext, Task, ema_beta, ema_update, lr_factor, stream_seed
+from vidgan.training.common import BatchOrder, LoopContext, Task, ema_beta, ema_update, lr_factor, standing_statistics, stream_seed
 from vidgan.training.losses import PENALTIES, get_loss, gradient_penalty, r1_penalty
 from vidgan.training.speed import Compiler, StepPrecision, fp32_batch_statistics, make_adam, resolve_speed, to_channels_last
 
@@ -235,6 +235,7 @@ class GANTask(Task):
         ref_real, self.fixed_cond = reference_batch(cfg.model.condition, ctx.data, tc.num_samples, ctx.text_table)
         self.real_distance = diversity(ref_real).mean_distance
         self.collapsed_logs = 0
+        self.updates, self.calibrated = 0, None  # G_ema's BatchNorm statistics match its weights after update `calibrated`
 
     def describe(self) -> str:
         return self.plan.describe(self.local_batch // self.cfg.train.grad_accum)
@@ -302,6 +303,7 @@ class GANTask(Task):
             precision=self.prec, accum=tc.grad_accum, times=times,
         )  # fmt: skip
         ema_update(self.G_ema, self.G, ema_beta(tc.ema_beta, step))
+        self.updates += 1
         return {
             "loss_d": loss_d,
             "loss_g": loss_g,
@@ -309,8 +311,24 @@ class GANTask(Task):
             "d_fake": torch.sigmoid(fake_logits).mean(),
         }
 
+    STANDING_PASSES = 2  # forward passes of 16 or more clips for G_ema's BatchNorm statistics
+
+    def ema(self) -> torch.nn.Module:
+        """The EMA generator with BatchNorm statistics recomputed for its weights (common.standing_statistics),
+        once per update and only when it is used: sample grids, the monitor, scores, checkpoints. The
+        noise is the same every time, so a resumed run saves the same weights as an uninterrupted one."""
+        if self.calibrated != self.updates:
+            device, tc = self.ctx.info.device, self.cfg.train
+            noise = torch.Generator().manual_seed(tc.seed + 3)
+            reps = -(-16 // len(self.fixed_z))  # at least 16 clips a pass: the sample grid's conditions, repeated
+            cond = None if self.fixed_cond is None else self.fixed_cond._map(lambda v: v.repeat(reps, *[1] * (v.dim() - 1))).to(device)
+            z = torch.randn(self.STANDING_PASSES, reps * len(self.fixed_z), self.G.z_dim, generator=noise).to(device)
+            standing_statistics(self.G_ema, lambda i: self.G_ema(z[i], cond), self.STANDING_PASSES)
+            self.calibrated = self.updates
+        return self.G_ema
+
     def weights(self) -> dict[str, dict[str, torch.Tensor]]:
-        return {"generator": self.G.state_dict(), "generator_ema": self.G_ema.state_dict(), "discriminator": self.D.state_dict()}
+        return {"generator": self.G.state_dict(), "generator_ema": self.ema().state_dict(), "discriminator": self.D.state_dict()}
 
     def checkpoint(self) -> tuple[dict, dict, dict]:
         g_t, g_meta = ckpt.optimizer_to_flat(self.opt_g, "opt_g")
@@ -323,7 +341,7 @@ class GANTask(Task):
     def samples(self) -> torch.Tensor:
         device = self.ctx.info.device
         cond = None if self.fixed_cond is None else self.fixed_cond.to(device)
-        return self.G_ema(self.fixed_z.to(device), cond).float().cpu()
+        return self.ema()(self.fixed_z.to(device), cond).float().cpu()
 
     def monitor(self, step: int) -> tuple[dict, str | None]:
         tc = self.cfg.train
@@ -337,4 +355,4 @@ class GANTask(Task):
 
     @property
     def eval_generator(self) -> torch.nn.Module:
-        return self.G_ema
+        return self.ema()
