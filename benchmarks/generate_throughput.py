@@ -12,6 +12,12 @@ two outputs is printed (bf16 rounding: a few levels of 255 at most). Printed las
 
     python benchmarks/generate_throughput.py
     python benchmarks/generate_throughput.py --n 64 --batch 16 --device cuda
+
+With --models, the `small` preset's generators of those models (random weights) sample 32x32x16
+grey clips through `VideoPipeline` (fp32, what `vidgan generate` runs), in turn, best of --repeat;
+printed last: each model's clips/s over the first model's.
+
+    python benchmarks/generate_throughput.py --models videogan,ctvgan --n 64
 """
 
 from __future__ import annotations
@@ -31,7 +37,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--models", help="compare these models' samplers (small preset, 32x32x16) instead")
     args = ap.parse_args(argv)
+    if args.models:
+        return compare_models(args)
 
     import numpy as np
     import torch
@@ -82,6 +91,35 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{k.ljust(w)}  {t:8.2f}  {args.n / t:8.2f}")
     names = list(best)
     print(f"\nspeed-up of {names[1]} over the fp32 pipeline: {best[names[0]] / best[names[1]]:.2f}x")
+
+
+def compare_models(args) -> None:
+    import torch
+
+    from vidgan.config import load_config
+    from vidgan.models.registry import build_model
+    from vidgan.pipeline import VideoPipeline
+
+    if args.device == "cpu":
+        torch.set_num_threads(THREADS)
+    pipes = {}
+    for name in args.models.split(","):
+        cfg = load_config("small", {"model.name": name, "model.resolution": 32, "model.frames": 16, "model.channels": 1})
+        torch.manual_seed(0)
+        pipes[name] = VideoPipeline(build_model(cfg.model)[0].to(args.device), cfg)
+        pipes[name](n=args.batch, seed=0, batch_size=args.batch)  # warm-up
+    best = {k: float("inf") for k in pipes}
+    for _ in range(args.repeat):
+        for k, pipe in pipes.items():
+            t0 = time.perf_counter()
+            pipe(n=args.n, seed=0, batch_size=args.batch)
+            best[k] = min(best[k], time.perf_counter() - t0)
+    print(
+        f"small preset generators, {args.n} clips of 32x32x16 (grey) in batches of {args.batch}, fp32, device {args.device}; best of {args.repeat}"
+    )
+    first = next(iter(best))
+    for k, t in best.items():
+        print(f"  {k:<12}{args.n / t:8.1f} clips/s{best[first] / t:7.2f}x {first}")
 
 
 if __name__ == "__main__":

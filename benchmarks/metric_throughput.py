@@ -40,20 +40,21 @@ from vidgan.metrics.runtime import onnx_available
 PATHS = {"torch fp32": ("fp32", "torch"), "onnxruntime fp32": ("fp32", "onnxruntime"), "torch bf16": ("bf16", "torch")}
 
 
-def multiply_adds(net: torch.nn.Module, size: int) -> int:
-    """Multiply-adds of one frame through the network's convolutions and linear layers (hooks count them)."""
+def multiply_adds(net: torch.nn.Module, run) -> int:
+    """Multiply-adds of `run()` through the network's convolutions and linear layers (hooks count them)."""
     total = 0
+    convs = (torch.nn.Conv2d, torch.nn.Conv3d)
 
     def count(module, inputs, output):
         nonlocal total
-        if isinstance(module, torch.nn.Conv2d):
-            total += output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        if isinstance(module, convs):
+            total += output.numel() * module.in_channels // module.groups * int(np.prod(module.kernel_size))
         elif isinstance(module, torch.nn.Linear):
             total += output.numel() * module.in_features
 
-    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, (*convs, torch.nn.Linear))]
     with torch.no_grad():
-        net.extract_features(torch.zeros(1, 3, size, size))
+        run()
     for h in hooks:
         h.remove()
     return total
@@ -98,8 +99,10 @@ def user_networks(sets: dict[str, np.ndarray], n: int) -> None:
             for k, v in sets.items()
             if k != "B shuffled"
         }
-        print(f"{name} (random weights, full size), {n} clips of 16 frames at 64x64 per set (A, B):")
-        print(f"  {'path':<26}{'clips/s':>9}{'x ref':>7}{'fd(A,B) change':>16}")
+        one = clips["A"][:1]
+        gflop = 2 * multiply_adds(net, lambda net=net, call=call, one=one: call(net, one, torch.contiguous_format)) / 1e9
+        print(f"{name} (random weights, full size), {n} clips of 16 frames at 64x64 per set (A, B), {gflop:.1f} GFLOP per clip:")
+        print(f"  {'path':<26}{'clips/s':>9}{'GFLOP/s':>9}{'x ref':>7}{'fd(A,B) change':>16}")
         ref = None
         for path in USER_PATHS:
             fmt = layout if "channels-last" in path else torch.contiguous_format
@@ -117,7 +120,7 @@ def user_networks(sets: dict[str, np.ndarray], n: int) -> None:
                     feats[key] = np.concatenate(rows)
             speed, fd = 2 * n / seconds, frechet_distance_rows(feats["A"], feats["B"])
             ref = ref or (speed, fd)
-            print(f"  {path:<26}{speed:>9.3f}{speed / ref[0]:>6.2f}x{100 * (fd - ref[1]) / ref[1]:>+15.3f}%")
+            print(f"  {path:<26}{speed:>9.3f}{speed * gflop:>9.1f}{speed / ref[0]:>6.2f}x{100 * (fd - ref[1]) / ref[1]:>+15.3f}%")
 
 
 def rows_width(name: str) -> int:
@@ -152,7 +155,8 @@ def main() -> None:
 
 
 def effnet(sets: dict[str, np.ndarray], args) -> None:
-    gmacs = multiply_adds(EffNetLite0(runtime="torch").net, 224) / 1e9
+    net = EffNetLite0(runtime="torch").net
+    gmacs = multiply_adds(net, lambda: net.extract_features(torch.zeros(1, 3, 224, 224))) / 1e9
     print(f"effnet-lite0, 16-frame clips at 64x64 -> 224x224 ({2 * gmacs:.2f} GFLOP per frame), {args.threads} threads, "
           f"{3 * len(sets['A'])} clips per path")  # fmt: skip
     results = {}

@@ -1,4 +1,4 @@
-"""The quality benchmark runs end to end at a tiny budget, so it cannot rot."""
+"""The benchmarks run end to end at tiny sizes, so they cannot rot."""
 
 from __future__ import annotations
 
@@ -43,3 +43,22 @@ def test_kill_resume_benchmark_kills_and_finishes(tmp_path):
     from vidgan.run import Run
 
     assert Run(tmp_path / "run").newest_good().name == "step_000000030"
+
+
+def test_generate_throughput_compares_the_models_samplers():
+    cmd = [
+        sys.executable,
+        str(BENCHMARKS / "generate_throughput.py"),
+        "--models",
+        "videogan,ctvgan",
+        "--n",
+        "2",
+        "--batch",
+        "2",
+        "--repeat",
+        "1",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [ln.split() for ln in proc.stdout.splitlines() if "clips/s" in ln and ln.startswith("  ")]
+    assert [ln[0] for ln in lines] == ["videogan", "ctvgan"] and all(float(ln[1]) > 0 for ln in lines), proc.stdout
