@@ -10,8 +10,9 @@ the same model, batch and random input:
 
 Each path lives in its own worker process (so peak RSS is per path); the parent alternates them
 step by step (A B A B ...), so a slow spell of a shared machine falls on both. Reported per path:
-median seconds per step, clips/s, FLOPs of one step counted with torch.utils.flop_counter (conv
-gradients computed as matmuls count the same FLOPs), achieved GFLOP/s, and peak RSS (on CUDA also
+median seconds per step (steps are numbered as in training, so a lazy R1 penalty runs on its own
+interval and the median is an ordinary step), clips/s, FLOPs of one step without the penalty counted
+with torch.utils.flop_counter (conv gradients computed as matmuls count the same FLOPs), achieved GFLOP/s, and peak RSS (on CUDA also
 peak GPU memory), and CPU seconds per step (all threads: less sensitive than wall time to other
 jobs on a shared machine). The last line is the speed-up: baseline median s/step / vidgan median s/step, and
 the median of the per-round ratios.
@@ -88,17 +89,23 @@ def worker(args) -> None:
     noise = torch.Generator().manual_seed(2)
     steps_done: list[int] = []
 
-    def step() -> None:
+    def step(count_flops: bool = False) -> None:
         z_d = torch.randn(args.batch, G.z_dim, generator=noise).to(device)
         z_g = torch.randn(args.batch, G.z_dim, generator=noise).to(device)
         times, clips = None, real
         if k is not None:  # ctvgan: the k frames D sees, at times drawn per step as in training
             times = sparse_times(args.batch, frames, k, seed=0, step=len(steps_done)).to(device)
             clips = take_frames(real, times)
+        # The step number decides the lazy penalty (R1 every loss.penalty_every steps), as in training.
+        # FLOPs are counted on a step without it: the counter cannot follow autograd.grad(create_graph=True).
+        index = 1 if count_flops else len(steps_done)
         steps_done.append(1)
+        penalty = settings.penalty
+        settings.penalty = "none" if count_flops else penalty
         loss_d, loss_g, _, _ = gan_step(
-            G_run, D_run, G_run, D_run, opt_g, opt_d, settings, clips, z_d, z_g, precision=prec, accum=accum, times=times
+            G_run, D_run, G_run, D_run, opt_g, opt_d, settings, clips, z_d, z_g, step=index, precision=prec, accum=accum, times=times
         )
+        settings.penalty = penalty
         if not (torch.isfinite(loss_d) and torch.isfinite(loss_g)):
             raise RuntimeError(f"{args.path}: non-finite loss")
         if device.type == "cuda":
@@ -124,7 +131,7 @@ def worker(args) -> None:
             reply({"s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0})
         elif cmd == "flops":
             with FlopCounterMode(display=False) as counter:
-                step()
+                step(count_flops=True)
             reply({"flops": counter.get_total_flops()})
         elif cmd == "stats":
             stats = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6}

@@ -237,7 +237,7 @@ class _UserWeights(Extractor):
     source = ""
     flag = ""
     # Channels-last weights and inputs: the same fp32 arithmetic in the layout oneDNN's convolutions
-    # run fastest in (I3D 1.11x on a 2-core CPU, fd unchanged; benchmarks/metric_throughput.py).
+    # run fastest in (on a 2-core CPU I3D 1.02-1.11x, Inception 1.30x, fd unchanged; benchmarks/metric_throughput.py).
     layout = torch.channels_last_3d
 
     def __init__(self, weights, device="cpu", precision="auto"):
