@@ -320,9 +320,9 @@ class GANTask(Task):
         if self.calibrated != self.updates:
             device, tc = self.ctx.info.device, self.cfg.train
             noise = torch.Generator().manual_seed(tc.seed + 3)
-            reps = -(-16 // len(self.fixed_z))  # at least 16 clips a pass: the sample grid's conditions, repeated
-            cond = None if self.fixed_cond is None else self.fixed_cond._map(lambda v: v.repeat(reps, *[1] * (v.dim() - 1))).to(device)
-            z = torch.randn(self.STANDING_PASSES, reps * len(self.fixed_z), self.G.z_dim, generator=noise).to(device)
+            n = -(-16 // len(self.fixed_z)) * len(self.fixed_z)  # at least 16 clips a pass: the grid's conditions, repeated
+            cond = None if self.fixed_cond is None else self.fixed_cond[torch.arange(n) % len(self.fixed_z)].to(device)
+            z = torch.randn(self.STANDING_PASSES, n, self.G.z_dim, generator=noise).to(device)
             standing_statistics(self.G_ema, lambda i: self.G_ema(z[i], cond), self.STANDING_PASSES)
             self.calibrated = self.updates
         return self.G_ema
