@@ -130,3 +130,21 @@ def test_export_leaves_the_network_in_eval_mode(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(net(x), before)
         torch.testing.assert_close(fast(x), before.mean(dim=(2, 3)), rtol=1e-5, atol=1e-5)
+
+
+def test_frame_features_leave_their_input_alone_and_match_the_antialiased_resize(fixed_set):
+    """Enlarging takes the plain bilinear kernel and normalises in place on its own copy: the features
+    equal those of the antialiased resize to float rounding, and the caller's frames are untouched."""
+    import torch.nn.functional as F
+
+    net = EffNetLite0(size=96, runtime="torch", frame_batch=8)
+    frames = fixed_set[0][:2].permute(0, 1, 4, 2, 3).flatten(0, 1).float().expand(-1, 3, -1, -1).contiguous()  # 16 frames 32 px
+    before = frames.clone()
+    got = net.frame_features(frames)
+    assert torch.equal(frames, before)
+    x = (F.interpolate(frames, size=(96, 96), mode="bilinear", align_corners=False, antialias=True) - 127.0) / 128.0
+    want = net.net.extract_features(x.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3))
+    assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+    same = EffNetLite0(size=32, runtime="torch", frame_batch=8)  # no resize: normalised out of place
+    same.frame_features(frames)
+    assert torch.equal(frames, before)
