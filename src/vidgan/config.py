@@ -56,7 +56,9 @@ class ModelConfig(_Strict):
     motion_spacing: Rate = 4.0  # frames between two random motion codes on the time axis
     sparse_frames: Positive = 3  # frames per clip that the discriminator sees (and the generator renders in training)
     fuse_resolution: Positive = 8  # the discriminator judges frames one by one down to this size, then together
-    synthesis: str = "dcgan"  # the per-frame image network: "dcgan" (BatchNorm, transposed convs) or "style" (StyleGAN2 modulated convs)
+    # the per-frame image network: "dcgan" (BatchNorm, transposed convs), "resize-conv" (the same with
+    # nearest 2x upsampling + 3x3 convs) or "style" (StyleGAN2 modulated convs)
+    synthesis: str = "dcgan"
     # Filled from the dataset at train time.
     frames: Positive = 16
     resolution: Positive = 64
@@ -118,7 +120,9 @@ class TrainConfig(_Strict):
     lr_d: Rate = 2e-4
     betas: tuple[Fraction, Fraction] = (0.5, 0.999)
     ema_beta: Fraction = 0.999
-    lr_schedule: str = "constant"  # constant, linear (decay to 0 at `steps`) or cosine
+    # constant, linear or cosine: decay to 0 at `steps`, or where `time_budget` ends when that comes first
+    # (predicted from the step time after 25 steps and saved with the checkpoints)
+    lr_schedule: str = "constant"
     warmup_steps: NonNegative = 0  # linear learning-rate warm-up
     seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
     log_every: Positive = 10

@@ -19,7 +19,7 @@ def tiny(**overrides) -> ModelConfig:
     return ModelConfig(**(base | overrides))
 
 
-SYNTHESIS = ["style", "dcgan"]
+SYNTHESIS = ["dcgan", "resize-conv", "style"]
 
 
 @pytest.mark.parametrize("synthesis", SYNTHESIS)

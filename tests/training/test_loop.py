@@ -125,6 +125,27 @@ def test_time_budget_stops_with_a_checkpoint(mnist_data, tmp_path):
     assert (tmp_path / "b" / "samples" / f"step_{result.step:09d}.gif").is_file()
 
 
+def test_a_decaying_schedule_ends_where_the_time_budget_does_and_resumes_unchanged(mnist_data, tmp_path):
+    from vidgan.run import load_state
+    from vidgan.training.common import lr_factor
+
+    said = []
+    cfg = tiny_config(
+        mnist_data,
+        **{"train.steps": 10**6, "train.time_budget": 6.0, "train.lr_schedule": "cosine", "train.log_every": 50, "train.loader_workers": 0},
+    )
+    result = train(cfg, tmp_path / "c", progress=False, log=said.append)
+    assert result.stopped == "time_budget" and result.step > 25
+    end = load_state(Run(tmp_path / "c").latest())[0]["schedule_steps"]
+    assert result.step / 3 <= end <= result.step * 3  # predicted from the step time, not the 10**6 cap
+    assert any(f"schedule to step {end}" in line for line in said)
+    assert lr_factor("cosine", result.step, end, 0) < lr_factor("cosine", result.step, 10**6, 0) - 0.1
+    again = cfg.model_copy(update={"train": cfg.train.model_copy(update={"time_budget": 1.0})})
+    resumed = train(again, tmp_path / "c", resume=True, progress=False, log=said.append)  # a new budget, the same schedule
+    assert resumed.step > result.step
+    assert load_state(Run(tmp_path / "c").latest())[0]["schedule_steps"] == end
+
+
 def test_batch_order_is_a_function_of_seed_and_step():
     order = BatchOrder(10, 4, seed=3)
     seen = np.concatenate([order.indices(s) for s in range(5)])  # 20 indices = 2 epochs

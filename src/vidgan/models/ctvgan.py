@@ -1,8 +1,8 @@
 """CTVGAN: a continuous-time video GAN trained on a few frames per clip (in the line of StyleGAN-V / DIGAN).
 
 Generator: every frame is drawn by one 2D image network (`synthesis`: "dcgan", BatchNorm and
-transposed convolutions from the concatenated codes, or "style", StyleGAN2's modulated convolutions)
-from
+transposed convolutions from the concatenated codes; "resize-conv", the same with nearest 2x
+upsampling and 3x3 convolutions; or "style", StyleGAN2's modulated convolutions) from
   content  a mapping network (z -> w, as in StyleGAN2) whose w is the same for all frames of a clip
            (the style network modulates every convolution with it), so what a clip shows cannot
            drift from frame to frame;
@@ -168,10 +168,13 @@ class Generator(nn.Module):
         w_dim = width  # no mapping layers: w is the normalised noise (and condition) itself
         self.motion = MotionEncoder(cfg.motion_dim, cfg.motion_spacing)
         self.synthesis = cfg.synthesis
-        if cfg.synthesis == "dcgan":
+        if cfg.synthesis in ("dcgan", "resize-conv"):
             # DCGAN's image generator (BatchNorm, transposed convs, tanh) from [w, motion features]:
             # far fewer images to a recognisable frame than the style network, which CPU budgets need.
-            self.decoder = ImageDecoder(w_dim + self.motion.out_dim, cfg.channels, cfg.resolution, cfg.g_channels, cfg.max_channels)
+            # "resize-conv": the same with nearest 2x upsampling + 3x3 convs in place of transposed convs.
+            self.decoder = ImageDecoder(
+                w_dim + self.motion.out_dim, cfg.channels, cfg.resolution, cfg.g_channels, cfg.max_channels, cfg.synthesis == "resize-conv"
+            )
         elif cfg.synthesis == "style":
             n = spatial_doublings(cfg.resolution)
             widths = generator_widths(cfg.g_channels, cfg.max_channels, n + 1)
@@ -189,7 +192,7 @@ class Generator(nn.Module):
                 )
                 self.to_rgb.append(ModulatedConv(widths[i + 1], cfg.channels, w_dim, kernel=1, demodulate=False))
         else:
-            raise ValueError(f"unknown model.synthesis {cfg.synthesis!r}; choose style or dcgan")
+            raise ValueError(f"unknown model.synthesis {cfg.synthesis!r}; choose dcgan, resize-conv or style")
         self.register_buffer("w_avg", torch.zeros(w_dim))  # for truncation; tracked in training
 
     @property
@@ -215,7 +218,7 @@ class Generator(nn.Module):
 
     def render(self, w: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
         """Frames from styles w (N, w_dim) and motion features (N, out_dim): (N, C, H, W), in [-1, 1] in eval mode."""
-        if self.synthesis == "dcgan":
+        if self.synthesis != "style":
             return self.decoder(torch.cat([w, motion.to(w.dtype)], dim=1))
         x = torch.cat([self.const.expand(len(w), -1, -1, -1), self.to_input(motion).view(len(w), -1, 4, 4)], dim=1)
         x = lrelu(self.first(x, w))

@@ -29,7 +29,7 @@ from vidgan.models.registry import build_model
 from vidgan.run import load_weights
 from vidgan.training import checkpoint as ckpt
 from vidgan.training.augment import augment
-from vidgan.training.common import BatchOrder, LoopContext, Task, ema_beta, ema_update, lr_factor, standing_statistics, stream_seed
+from vidgan.training.common import BatchOrder, LoopContext, Task, ema_beta, ema_update, standing_statistics, stream_seed
 from vidgan.training.losses import PENALTIES, get_loss, gradient_penalty, r1_penalty
 from vidgan.training.speed import Compiler, StepPrecision, fp32_batch_statistics, make_adam, resolve_speed, to_channels_last
 
@@ -291,7 +291,7 @@ class GANTask(Task):
             real = take_frames(real, times)
         if self.plan.channels_last:
             real = real.contiguous(memory_format=torch.channels_last_3d)
-        factor = lr_factor(tc.lr_schedule, step, tc.steps, tc.warmup_steps)
+        factor = self.lr_scale(step)
         for opt, base in ((self.opt_g, tc.lr_g), (self.opt_d, tc.lr_d)):
             for group in opt.param_groups:
                 group["lr"] = base * factor

@@ -130,6 +130,7 @@ def _start(cfg: RunConfig, run_dir: str | Path, resume: bool, device: str | None
         task.load(resume_from, state, tensors)
         torch.set_rng_state(tensors["rng.torch"])
         step, elapsed = state["step"], state["elapsed"]
+        task.schedule_steps = state.get("schedule_steps", task.schedule_steps)  # the same schedule continues
         saved_world = state.get("world_size", info.world)
         moved = f" (saved by {saved_world} processes, continuing on {info.world})" if saved_world != info.world else ""
         log(f"resuming {run.root} from step {step}{moved}")
@@ -142,6 +143,33 @@ def _start(cfg: RunConfig, run_dir: str | Path, resume: bool, device: str | None
         run.truncate_log(step)
     task.begin(step)
     return task, step, elapsed
+
+
+class _Horizon:
+    """A decaying learning-rate schedule in a run that stops on its time budget ends where the budget
+    does: after `measured` steps (past `warm` warm-up steps) the step time predicts the last step,
+    and the schedule runs to it (capped by train.steps; rank 0's prediction on every rank). The
+    prediction is saved with each checkpoint, so a resumed run continues the same schedule."""
+
+    def __init__(self, task: Task, step: int, t_start: float, warm: int = 5, measured: int = 20):
+        self.task, self.t_start, self.warm_at, self.end_at = task, t_start, step + warm, step + warm + measured
+        self.t_warm = 0.0
+
+    def __call__(self, step: int) -> str | None:
+        """What to tell the user once the schedule's end is fixed (None before)."""
+        now = time.monotonic()
+        if step == self.warm_at:
+            self.t_warm = now
+        if step < self.end_at:
+            return None
+        tc, info = self.task.cfg.train, self.task.ctx.info
+        per_step = (now - self.t_warm) / (self.end_at - self.warm_at)
+        left = max(0.0, tc.time_budget - (now - self.t_start))
+        end = torch.tensor([min(tc.steps, step + max(1, round(left / max(per_step, 1e-9))))], dtype=torch.float64, device=info.device)
+        if info.world > 1:
+            dist.broadcast(end, 0)
+        self.task.schedule_steps = int(end.item())
+        return f"{tc.lr_schedule} learning-rate schedule to step {self.task.schedule_steps} (where the time budget ends at {per_step:.2f} s a step)"
 
 
 class _Reporter:
@@ -249,7 +277,8 @@ def train(
             weights, tensors, state = task.checkpoint()
             _check_weights(at_step, weights, task, "checked before the checkpoint")
             tensors = {**tensors, "rng.torch": torch.get_rng_state()}
-            state = {"elapsed": elapsed_before + time.monotonic() - t_start, "world_size": info.world, **state}
+            elapsed = elapsed_before + time.monotonic() - t_start
+            state = {"elapsed": elapsed, "world_size": info.world, "schedule_steps": task.schedule_steps, **state}
             run.save_checkpoint(at_step, weights, tensors, state, keep=tc.keep_checkpoints)
 
     def write_samples(at_step: int) -> None:
@@ -257,11 +286,18 @@ def train(
             write_grid(run.sample_path(at_step), to_uint8(task.samples()), fps=cfg.model.fps)
 
     interrupt, reporter, diverging = Interrupt(), _Reporter(task, step, t_start), DivergenceWatch()
+    predict = tc.time_budget and tc.lr_schedule != "constant" and task.schedule_steps == tc.steps  # not fixed by a checkpoint yet
+    horizon = _Horizon(task, step, t_start) if predict else None
     stopped, record = "steps", {}
     try:
         while step < tc.steps:
             raw = task.step(step)
             step += 1
+            said = horizon(step) if horizon is not None else None
+            if said:
+                horizon = None
+                if info.is_main:
+                    reporter.say(said)
             over_budget = tc.time_budget is not None and time.monotonic() - t_start > tc.time_budget
             record, stop = _reduce(raw, over_budget or interrupt.flag, info)
             _check_finite(step, record, task)

@@ -29,13 +29,12 @@ from vidgan.models.vqvae import VQVAE, psnr, vqvae_loss
 from vidgan.run import Run, load_weights, step_of
 from vidgan.training import checkpoint as ckpt
 from vidgan.training import losses
-from vidgan.training.common import BatchOrder, LoopContext, Task, ema_beta, ema_update, lr_factor, stream_seed
+from vidgan.training.common import BatchOrder, LoopContext, Task, ema_beta, ema_update, stream_seed
 
 TOKENS_FILE, TOKENS_INFO = "tokens.npy", "tokens.json"
 
 
-def _set_lr(opt: torch.optim.Optimizer, cfg: RunConfig, step: int) -> None:
-    factor = lr_factor(cfg.train.lr_schedule, step, cfg.train.steps, cfg.train.warmup_steps)
+def _set_lr(opt: torch.optim.Optimizer, cfg: RunConfig, factor: float) -> None:
     for group in opt.param_groups:
         group["lr"] = cfg.vq.lr * factor
 
@@ -85,7 +84,7 @@ class VQVAETask(Task):
         cfg, vq, model, critic = self.cfg, self.cfg.vq, self.model, self.critic
         clips, _ = self.ctx.data.get_batch(self.order.indices(step))
         x = to_model(clips).to(self.ctx.info.device)
-        _set_lr(self.opt, cfg, step)
+        _set_lr(self.opt, cfg, self.lr_scale(step))
         self.rng.manual_seed(stream_seed(cfg.train.seed, step, 0))  # codebook init / restart draws: resumable
         recon, q = model(x, self.rng)
         loss, rec = vqvae_loss(x, recon, q, vq.recon_loss, vq.commitment)
@@ -303,7 +302,7 @@ class PriorTask(Task):
         # the first frame enters as a token prefix, not as a Condition
         cond = None if cfg.model.condition == "first-frame" else batch_condition(cfg.model.condition, None, labels.to(dev), text)
         prefix = None if self.prefixes is None else self.prefixes[idx].to(dev)
-        _set_lr(self.opt, cfg, step)
+        _set_lr(self.opt, cfg, self.lr_scale(step))
         loss = self.gen.prior.loss(self.tokens[idx].to(dev), cond, prefix)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
