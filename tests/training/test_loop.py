@@ -123,6 +123,9 @@ def test_time_budget_stops_with_a_checkpoint(mnist_data, tmp_path):
     assert result.stopped == "time_budget" and 0 < result.step < 10**6
     assert Run(tmp_path / "b").latest().name == f"step_{result.step:09d}"
     assert (tmp_path / "b" / "samples" / f"step_{result.step:09d}.gif").is_file()
+    from vidgan.run import load_state
+
+    assert "schedule_steps" not in load_state(Run(tmp_path / "b").latest())[0]  # a constant rate: nothing predicted or saved
 
 
 def test_a_decaying_schedule_ends_where_the_time_budget_does_and_resumes_unchanged(mnist_data, tmp_path):

@@ -178,13 +178,13 @@ class Task:
 
     def __init__(self, ctx: LoopContext):
         self.ctx, self.cfg = ctx, ctx.cfg
-        # The step a decaying learning-rate schedule ends at: train.steps, or, in a run that stops on
-        # its time budget, the step the loop predicts the budget ends at (saved with each checkpoint).
-        self.schedule_steps = ctx.cfg.train.steps
+        # Where a decaying learning-rate schedule ends, when the loop predicted it from a time budget
+        # (saved with each checkpoint); None: at train.steps, whatever a resumed run sets it to.
+        self.schedule_steps: int | None = None
 
     def lr_scale(self, step: int) -> float:
         tc = self.cfg.train
-        return lr_factor(tc.lr_schedule, step, self.schedule_steps, tc.warmup_steps)
+        return lr_factor(tc.lr_schedule, step, self.schedule_steps or tc.steps, tc.warmup_steps)
 
     def describe(self) -> str | None:
         return None

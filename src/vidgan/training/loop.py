@@ -130,7 +130,7 @@ def _start(cfg: RunConfig, run_dir: str | Path, resume: bool, device: str | None
         task.load(resume_from, state, tensors)
         torch.set_rng_state(tensors["rng.torch"])
         step, elapsed = state["step"], state["elapsed"]
-        task.schedule_steps = state.get("schedule_steps", task.schedule_steps)  # the same schedule continues
+        task.schedule_steps = state.get("schedule_steps")  # a schedule predicted from a time budget continues
         saved_world = state.get("world_size", info.world)
         moved = f" (saved by {saved_world} processes, continuing on {info.world})" if saved_world != info.world else ""
         log(f"resuming {run.root} from step {step}{moved}")
@@ -277,8 +277,9 @@ def train(
             weights, tensors, state = task.checkpoint()
             _check_weights(at_step, weights, task, "checked before the checkpoint")
             tensors = {**tensors, "rng.torch": torch.get_rng_state()}
-            elapsed = elapsed_before + time.monotonic() - t_start
-            state = {"elapsed": elapsed, "world_size": info.world, "schedule_steps": task.schedule_steps, **state}
+            state = {"elapsed": elapsed_before + time.monotonic() - t_start, "world_size": info.world, **state}
+            if task.schedule_steps is not None:
+                state["schedule_steps"] = task.schedule_steps
             run.save_checkpoint(at_step, weights, tensors, state, keep=tc.keep_checkpoints)
 
     def write_samples(at_step: int) -> None:
@@ -286,7 +287,7 @@ def train(
             write_grid(run.sample_path(at_step), to_uint8(task.samples()), fps=cfg.model.fps)
 
     interrupt, reporter, diverging = Interrupt(), _Reporter(task, step, t_start), DivergenceWatch()
-    predict = tc.time_budget and tc.lr_schedule != "constant" and task.schedule_steps == tc.steps  # not fixed by a checkpoint yet
+    predict = tc.time_budget and tc.lr_schedule != "constant" and task.schedule_steps is None  # not fixed by a checkpoint yet
     horizon = _Horizon(task, step, t_start) if predict else None
     stopped, record = "steps", {}
     try:
