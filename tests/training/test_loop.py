@@ -14,9 +14,9 @@ from helpers import tiny_config
 from vidgan.data.clips import ClipDataset
 from vidgan.metrics.pixel_stats import pixel_statistics_distance
 from vidgan.pipeline import VideoPipeline
-from vidgan.run import Run, RunDirError, load_weights
+from vidgan.run import Run, RunDirError, load_state, load_weights
 from vidgan.training import losses
-from vidgan.training.common import BatchOrder, NonFiniteLossError
+from vidgan.training.common import BatchOrder, NonFiniteLossError, lr_factor
 from vidgan.training.loop import train
 
 
@@ -123,15 +123,10 @@ def test_time_budget_stops_with_a_checkpoint(mnist_data, tmp_path):
     assert result.stopped == "time_budget" and 0 < result.step < 10**6
     assert Run(tmp_path / "b").latest().name == f"step_{result.step:09d}"
     assert (tmp_path / "b" / "samples" / f"step_{result.step:09d}.gif").is_file()
-    from vidgan.run import load_state
-
     assert "schedule_steps" not in load_state(Run(tmp_path / "b").latest())[0]  # a constant rate: nothing predicted or saved
 
 
 def test_a_decaying_schedule_ends_where_the_time_budget_does_and_resumes_unchanged(mnist_data, tmp_path):
-    from vidgan.run import load_state
-    from vidgan.training.common import lr_factor
-
     said = []
     cfg = tiny_config(
         mnist_data,
@@ -202,8 +197,6 @@ def test_every_loss_and_penalty_trains_without_nan(mnist_data, tmp_path, loss):
 
 
 def test_lr_schedules():
-    from vidgan.training.common import lr_factor
-
     assert [lr_factor("constant", s, 10, 0) for s in (0, 9)] == [1.0, 1.0]
     assert lr_factor("linear", 0, 10, 0) == 1.0 and lr_factor("linear", 5, 10, 0) == pytest.approx(0.5)
     assert lr_factor("cosine", 5, 10, 0) == pytest.approx(0.5) and lr_factor("cosine", 10, 10, 0) == pytest.approx(0.0)
