@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--models", help="compare these models' samplers (small preset, 32x32x16) instead")
+    ap.add_argument("--models", help="compare these models' samplers (small preset, 32x32x16) instead; NAME:SYNTHESIS for a ctvgan synthesis")
     args = ap.parse_args(argv)
     if args.models:
         return compare_models(args)
@@ -104,7 +104,9 @@ def compare_models(args) -> None:
         torch.set_num_threads(THREADS)
     pipes = {}
     for name in args.models.split(","):
-        cfg = load_config("small", {"model.name": name, "model.resolution": 32, "model.frames": 16, "model.channels": 1})
+        model, _, synthesis = name.partition(":")  # ctvgan:layers = ctvgan with model.synthesis layers
+        extra = {"model.synthesis": synthesis} if synthesis else {}
+        cfg = load_config("small", {"model.name": model, "model.resolution": 32, "model.frames": 16, "model.channels": 1, **extra})
         torch.manual_seed(0)
         pipes[name] = VideoPipeline(build_model(cfg.model)[0].to(args.device), cfg)
         pipes[name](n=args.batch, seed=0, batch_size=args.batch)  # warm-up

@@ -50,7 +50,7 @@ def test_generate_throughput_compares_the_models_samplers():
         sys.executable,
         str(BENCHMARKS / "generate_throughput.py"),
         "--models",
-        "videogan,ctvgan",
+        "videogan,ctvgan,ctvgan:layers",
         "--n",
         "2",
         "--batch",
@@ -61,4 +61,4 @@ def test_generate_throughput_compares_the_models_samplers():
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [ln.split() for ln in proc.stdout.splitlines() if "clips/s" in ln and ln.startswith("  ")]
-    assert [ln[0] for ln in lines] == ["videogan", "ctvgan"] and all(float(ln[1]) > 0 for ln in lines), proc.stdout
+    assert [ln[0] for ln in lines] == ["videogan", "ctvgan", "ctvgan:layers"] and all(float(ln[1]) > 0 for ln in lines), proc.stdout

@@ -19,7 +19,7 @@ def tiny(**overrides) -> ModelConfig:
     return ModelConfig(**(base | overrides))
 
 
-SYNTHESIS = ["dcgan", "resize-conv", "style"]
+SYNTHESIS = ["dcgan", "resize-conv", "style", "layers"]
 
 
 @pytest.mark.parametrize("synthesis", SYNTHESIS)
@@ -50,9 +50,11 @@ def test_a_frame_depends_only_on_its_noise_and_time(synthesis):
     # the same noise prefix: a 16-frame clip is the start of the 40-frame clip
     short = G(z[:, : G.z_dim_for(16)], frames=16)
     torch.testing.assert_close(short, long[:, :, :16], rtol=1e-4, atol=1e-5)
-    # motion is continuous: a half-frame step changes a frame less than a whole clip does
-    half = (odd[:, :, 0] - G(z, times=torch.tensor([3.0]))[:, :, 0]).abs().mean()
-    assert half < (long[:, :, 0] - long[:, :, 39]).abs().mean()
+    # motion is continuous: a hundredth of a frame changes a frame far less than half a frame does
+    with torch.no_grad():
+        half = (odd[:, :, 0] - G(z, times=torch.tensor([3.0]))[:, :, 0]).abs().mean()
+        hundredth = (odd[:, :, 0] - G(z, times=torch.tensor([2.51]))[:, :, 0]).abs().mean()
+    assert 0 < half and hundredth < 0.2 * half, (hundredth, half)
 
 
 @pytest.mark.parametrize("synthesis", SYNTHESIS)
@@ -68,6 +70,43 @@ def test_content_is_shared_by_the_frames_and_motion_moves_them(synthesis):
         moved = G(G.join_z(content, torch.randn_like(motion)))
     assert not torch.allclose(clips[0], clips[1])  # other content, same motion: other clips
     assert not torch.allclose(clips[0], moved[0])  # same content, other motion: other clip
+
+
+def test_fold_bounces_a_straight_line_between_its_walls():
+    from vidgan.models.ctvgan import fold
+
+    x = torch.linspace(-5, 5, 1001)
+    y = fold(x, torch.tensor(0.5))
+    assert y.min() >= -0.501 and y.max() <= 0.501
+    torch.testing.assert_close(fold(torch.tensor([0.2, 0.7, 1.6]), torch.tensor(0.5)), torch.tensor([0.2, 0.3, -0.4]), atol=5e-3, rtol=0)
+    speed = (y[1:] - y[:-1]).abs()
+    assert speed.max() < 0.0101 and (speed > 0.0099).float().mean() > 0.97  # the same speed but at the turns
+
+
+def test_layers_move_what_was_drawn_without_redrawing_it():
+    """Synthesis "layers": a frame is the clip's drawing translated to where its layer is at time t."""
+    from vidgan.models.ctvgan import LayeredMotion
+
+    torch.manual_seed(0)
+    move = LayeredMotion(layers=1, channels=1, motion_dim=4, feature_dim=6)
+    canvas = -torch.ones(2, move.canvas_channels, 32, 32)  # black background, nothing on the layer
+    canvas[:, 1:, 14:18, 14:18] = 1.0  # a white, opaque 4x4 block in the middle of the layer
+    code, times = torch.randn(2, 4), torch.tensor([[0.0, 1.5, 4.0, 9.0]] * 2)
+    features = torch.randn(2, 4, 6)
+    frames = move(canvas, code, features, times)  # (B, K, C, H, W)
+    pos = move.positions(code, features, times)[:, :, 0]  # (B, K, 2) as (x, y) in [-1, 1] units
+    assert (pos[:, 1:] - pos[:, :1]).abs().max() > 0.05  # it moves
+    mass = (frames[:, :, 0] + 1) / 2  # white = 1
+    torch.testing.assert_close(mass.sum(dim=(2, 3)), torch.full((2, 4), 16.0), rtol=1e-4, atol=1e-3)  # moved, not redrawn
+    grid = torch.arange(32.0) + 0.5
+    centre_x = (mass.sum(dim=2) * grid).sum(-1) / mass.sum(dim=(2, 3))
+    centre_y = (mass.sum(dim=3) * grid).sum(-1) / mass.sum(dim=(2, 3))
+    torch.testing.assert_close(centre_x, 16 + pos[..., 0] * 16, rtol=0, atol=1e-3)
+    torch.testing.assert_close(centre_y, 16 + pos[..., 1] * 16, rtol=0, atol=1e-3)
+    # the background is only a smooth backdrop: a sharp dot drawn on it does not come out sharp
+    canvas[:, 0, 5, 5] = 1.0
+    backdrop = move(canvas, code, features, times)[:, :, 0] - frames[:, :, 0]
+    assert 0 < backdrop.max() < 0.1
 
 
 def test_unknown_synthesis_is_refused():
@@ -92,6 +131,27 @@ def test_discriminator_judges_k_frames_and_uses_their_time_gaps():
     assert not torch.allclose(a, b)
     with pytest.raises(ValueError, match="3 frames"):
         D(torch.randn(2, 1, 4, 16, 16), times=torch.zeros(2, 4))
+
+
+def test_content_std_sees_one_drawing_in_many_places():
+    """model.content_std: D's extra input is small when the clips of a group show the same thing at
+    different places and large when they show different things at the same places."""
+    torch.manual_seed(0)
+    _, D = build_model(tiny(content_std=True, minibatch_std=True, resolution=32, fuse_resolution=8))
+    seen = {}
+    D.final_conv.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
+    pattern = torch.zeros(8, 1, 3, 32, 32)
+    pattern[..., 12:20, 12:20] = torch.rand(8, 1, 1, 8, 8) * 2 - 1  # 8 different drawings
+    shifts = [(-6, -6), (-6, 5), (5, -6), (5, 5), (0, 3), (3, 0), (-3, -2), (2, -4)]
+    same = torch.stack([pattern[0].roll(s, dims=(2, 3)) for s in shifts])  # one drawing, 8 places
+    different = torch.stack([pattern[i].roll(s, dims=(2, 3)) for i, s in enumerate(shifts)])
+    times = torch.tensor([[0.0, 2.0, 5.0]] * 8)
+    with torch.no_grad():
+        D(same, times=times)
+        one = seen["x"][:, -1, 0, 0].clone()
+        D(different, times=times)
+        many = seen["x"][:, -1, 0, 0].clone()
+    assert (one < 0.5 * many).all(), (one, many)
 
 
 @pytest.mark.parametrize("fuse", [4, 8, 16])
@@ -134,7 +194,8 @@ def test_training_renders_only_the_frames_d_sees(mnist_data, tmp_path, monkeypat
     assert rendered.count(batch * 3) == 4 and all(n in (batch * 3, 2 * 8, 16 * 8) for n in rendered)
 
 
-def test_tiny_ctvgan_moves_toward_the_data_and_resumes_exactly(mnist_data, tmp_path):
+@pytest.mark.parametrize("synthesis", ["dcgan", "layers"])
+def test_tiny_ctvgan_moves_toward_the_data_and_resumes_exactly(mnist_data, tmp_path, synthesis):
     from helpers import tiny_config
     from vidgan.data.clips import ClipDataset
     from vidgan.metrics.pixel_stats import pixel_statistics_distance
@@ -144,7 +205,7 @@ def test_tiny_ctvgan_moves_toward_the_data_and_resumes_exactly(mnist_data, tmp_p
 
     real = ClipDataset(mnist_data).get_batch(range(32))[0].numpy()
     quiet = {"progress": False, "log": lambda s: None}
-    extra = {**CT, "loss.penalty": "r1", "loss.penalty_every": 2, "loss.augment": "translation"}
+    extra = {**CT, "model.synthesis": synthesis, "loss.penalty": "r1", "loss.penalty_every": 2, "loss.augment": "translation"}
 
     def distance(run):
         return pixel_statistics_distance(VideoPipeline.from_pretrained(run)(n=32, seed=1), real)

@@ -12,6 +12,10 @@ upsampling and 3x3 convolutions; or "style", StyleGAN2's modulated convolutions)
            phases come from the motion code (StyleGAN-V's acyclic time embedding). The style
            network turns the motion features into its 4x4 input map (in place of StyleGAN's
            constant), so they decide where things are and w decides what they look like.
+Synthesis "layers" draws instead once per clip, from w alone, a smooth backdrop and a few layers
+with alpha, and motion only moves the layers (`LayeredMotion`: a straight line bouncing between learned
+walls, plus a learned offset from the motion features), so what moves keeps its shape, as objects
+in video do; a frame is the layers composited at their positions at time t.
 A frame is a function of (z, t) alone (in eval mode: while training, the DCGAN network's BatchNorm
 uses batch statistics): the same frame comes out whether it is rendered by itself or inside a longer
 clip, at any real-valued time, so clips can be any length and any frame rate.
@@ -151,6 +155,69 @@ class MotionEncoder(nn.Module):
         return torch.cat([u, torch.sin(angle), torch.cos(angle)], dim=-1)
 
 
+def fold(x: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+    """The straight line x folded back into [-bound, bound] (a triangle wave): where a point moving along
+    x ends up when it bounces off walls at +-bound."""
+    b = bound.abs() + 1e-3
+    return b - (torch.remainder(x + b, 4 * b) - 2 * b).abs()
+
+
+class LayeredMotion(nn.Module):
+    """Motion that moves what was drawn instead of redrawing it (ctvgan's synthesis "layers").
+
+    The image network draws, once per clip, a backdrop (kept smooth) and `layers` frame-sized layers
+    with an alpha channel. Each layer moves in a straight line from a random start at a random
+    velocity (both from the clip's first motion code), bouncing off walls at a learned distance from
+    the centre (`fold`), plus a bounded learned offset from the motion features at time t (zero at the
+    start). Frames are the layers translated to their positions at t and composited over the backdrop,
+    the first layer in front. A frame depends on (z, t) alone, as with the other syntheses.
+    """
+
+    def __init__(self, layers: int, channels: int, motion_dim: int, feature_dim: int):
+        super().__init__()
+        self.n, self.c = layers, channels
+        self.canvas_channels = channels + layers * (channels + 1)
+        self.alpha_channels = [channels + i * (channels + 1) + channels for i in range(layers)]
+        self.start = EqualLinear(motion_dim, 2 * layers)
+        # Slow to learn (the mapping network's trick); starting slower (0.1 of this) screened far worse.
+        self.velocity = EqualLinear(motion_dim, 2 * layers, lr_mul=0.1)
+        self.offset = EqualLinear(feature_dim, 2 * layers)
+        nn.init.zeros_(self.offset.weight)
+        self.bound = nn.Parameter(torch.full((2 * layers,), 0.5))
+
+    def positions(self, code: torch.Tensor, features: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        """(B, motion_dim), (B, K, feature_dim), (B, K) -> layer centres (B, K, layers, 2) in [-1, 1] units."""
+        line = self.start(code)[:, None] + self.velocity(code)[:, None] * times[..., None]
+        # The offset is kept within an eighth of the frame and the walls inside it: unbounded, a layer
+        # learned to jump out of view and another to jump in, so the frames of a clip showed
+        # different things one after another (a 600 s screen: held-out fd 138.6 against 48.8)
+        wiggle = 0.25 * torch.tanh(self.offset(features))
+        return fold(line + wiggle, self.bound.clamp(-1.0, 1.0)).unflatten(-1, (self.n, 2))
+
+    def forward(self, canvas: torch.Tensor, code: torch.Tensor, features: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        """canvas (B, canvas_channels, H, W) in [-1, 1] -> frames (B, K, C, H, W)."""
+        B, _, H, W = canvas.shape
+        K, c = times.shape[1], self.c
+        layers = canvas[:, c:].unflatten(1, (self.n, c + 1))
+        # The background is only a smooth backdrop (its 4x4 average, enlarged): given a full drawing of
+        # its own, the generator drew everything there and left the layers, and so the clips, still
+        # (two of four 600 s screens). Anything sharp is on a layer, and so can move.
+        background = F.interpolate(F.adaptive_avg_pool2d(canvas[:, :c], 4), size=(H, W), mode="bilinear", align_corners=False)
+        pos = self.positions(code, features, times.to(canvas.dtype))  # (B, K, n, 2) as (x, y)
+        theta = torch.zeros(B * K * self.n, 2, 3, dtype=canvas.dtype, device=canvas.device)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+        theta[:, :, 2] = -pos.reshape(-1, 2)  # output pixel p shows the layer's pixel p - position
+        grid = F.affine_grid(theta, [B * K * self.n, c + 1, H, W], align_corners=False)
+        src = layers[:, None].expand(-1, K, -1, -1, -1, -1).flatten(0, 2)
+        alpha = (src[:, c:] + 1) / 2  # in [0, 1]; 0 where the layer is moved in from outside
+        # premultiplied colour, so a fractional shift blends an edge linearly (no dark fringe)
+        moved = F.grid_sample(torch.cat([src[:, :c] * alpha, alpha], dim=1), grid, align_corners=False).unflatten(0, (B, K, self.n))
+        out = background[:, None].expand(-1, K, -1, -1, -1)
+        for i in reversed(range(self.n)):  # the first layer in front
+            out = moved[:, :, i, :c] + out * (1 - moved[:, :, i, c:])
+        return out
+
+
 class Generator(nn.Module):
     continuous_time = True  # renders any real-valued times: G(z, times=...) (VideoPipeline's time_scale)
 
@@ -175,6 +242,11 @@ class Generator(nn.Module):
             self.decoder = ImageDecoder(
                 w_dim + self.motion.out_dim, cfg.channels, cfg.resolution, cfg.g_channels, cfg.max_channels, cfg.synthesis == "resize-conv"
             )
+        elif cfg.synthesis == "layers":
+            self.layers = LayeredMotion(cfg.moving_layers, cfg.channels, cfg.motion_dim, self.motion.out_dim)
+            self.decoder = ImageDecoder(w_dim, self.layers.canvas_channels, cfg.resolution, cfg.g_channels, cfg.max_channels)
+            with torch.no_grad():  # layers start nearly transparent (alpha 0.12): no frame-sized rectangles moving about
+                self.decoder.net[-2].bias[self.layers.alpha_channels] = -1.0
         elif cfg.synthesis == "style":
             n = spatial_doublings(cfg.resolution)
             widths = generator_widths(cfg.g_channels, cfg.max_channels, n + 1)
@@ -192,7 +264,7 @@ class Generator(nn.Module):
                 )
                 self.to_rgb.append(ModulatedConv(widths[i + 1], cfg.channels, w_dim, kernel=1, demodulate=False))
         else:
-            raise ValueError(f"unknown model.synthesis {cfg.synthesis!r}; choose dcgan, resize-conv or style")
+            raise ValueError(f"unknown model.synthesis {cfg.synthesis!r}; choose dcgan, resize-conv, style or layers")
         self.register_buffer("w_avg", torch.zeros(w_dim))  # for truncation; tracked in training
 
     @property
@@ -256,9 +328,13 @@ class Generator(nn.Module):
                 self.w_avg.lerp_(w.detach().float().mean(0), 0.005)
         if truncation_psi != 1.0:
             w = self.w_avg.lerp(w, truncation_psi)
-        motion = self.motion(codes.reshape(B, -1, self.motion.dim), times)  # (B, K, out_dim)
-        frames_out = self.render(w.repeat_interleave(K, dim=0), motion.flatten(0, 1))
-        video = frames_out.unflatten(0, (B, K)).transpose(1, 2)
+        codes = codes.reshape(B, -1, self.motion.dim)
+        motion = self.motion(codes, times)  # (B, K, out_dim)
+        if self.synthesis == "layers":  # one drawing per clip, moved to each frame's time
+            video = self.layers(self.decoder(w), codes[:, 0], motion, times).transpose(1, 2)
+        else:
+            frames_out = self.render(w.repeat_interleave(K, dim=0), motion.flatten(0, 1))
+            video = frames_out.unflatten(0, (B, K)).transpose(1, 2)
         if self.cond.kind == "first-frame":
             at_zero = (times[:, :1] == 0).view(B, 1, 1, 1, 1)
             video = torch.where(at_zero, with_first_frame(video, cond), video)
@@ -298,8 +374,8 @@ class Discriminator(nn.Module):
         self.per_frame = nn.ModuleList([DBlock(widths[i], widths[i + 1], sn) for i in range(f)])
         self.joint = nn.ModuleList([DBlock(widths[i] * (self.k if i == f else 1), widths[i + 1], sn) for i in range(f, n)])
         ch = widths[n] * (self.k if f == n else 1)
-        self.minibatch_std = cfg.minibatch_std
-        self.final_conv = d_conv(ch + int(cfg.minibatch_std), ch, 3, sn)
+        self.minibatch_std, self.content_std = cfg.minibatch_std, cfg.content_std
+        self.final_conv = d_conv(ch + int(cfg.minibatch_std) + int(cfg.content_std), ch, 3, sn)
         self.final = d_linear(ch * 16, ch, sn)
         self.out = d_linear(ch, 1, sn)
         self.time_embed = nn.Sequential(EqualLinear((self.k - 1) * 16, ch), nn.LeakyReLU(0.2), EqualLinear(ch, ch)) if self.k > 1 else None
@@ -315,11 +391,18 @@ class Discriminator(nn.Module):
         h = lrelu(self.from_rgb(x.transpose(1, 2).flatten(0, 1)))
         for block in self.per_frame:
             h = block(h)
-        h = h.unflatten(0, (B, K)).flatten(1, 2)  # the K frames' maps side by side in channels
+        h = h.unflatten(0, (B, K))
+        # how much the clips of a group differ in what their frames show, wherever it is: the std of
+        # position-free (spatially averaged) frame features, so a generator that draws one thing in
+        # many places is still seen to draw one thing (the std of the maps below mostly sees places)
+        content = minibatch_std(h.mean(dim=(3, 4)).flatten(1))[:, -1] if self.content_std else None
+        h = h.flatten(1, 2)  # the K frames' maps side by side in channels
         for block in self.joint:
             h = block(h)
         if self.minibatch_std:
             h = minibatch_std(h)
+        if content is not None:
+            h = torch.cat([h, content.to(h.dtype)[:, None, None, None].expand(-1, 1, *h.shape[2:])], dim=1)
         h = lrelu(self.final(lrelu(self.final_conv(h)).flatten(1)))
         logit = self.out(h).flatten() + projection(h, self.cond(cond))
         if self.time_embed is not None:
