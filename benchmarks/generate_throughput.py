@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--models", help="compare these models' samplers (small preset, 32x32x16) instead; NAME:SYNTHESIS for a ctvgan synthesis")
+    ap.add_argument(
+        "--models", help="compare these models' samplers (small preset, 32x32x16) instead; NAME:SYNTHESIS for a ctvgan synthesis"
+    )
     args = ap.parse_args(argv)
     if args.models:
         return compare_models(args)
