@@ -58,12 +58,12 @@ class ModelConfig(_Strict):
     fuse_resolution: Positive = 8  # the discriminator judges frames one by one down to this size, then together
     # the per-frame image network: "dcgan" (BatchNorm, transposed convs), "resize-conv" (the same with
     # nearest 2x upsampling + 3x3 convs), "style" (StyleGAN2 modulated convs) or "layers" (the DCGAN
-    # network draws a background and `moving_layers` layers once per clip; motion only moves them)
+    # network draws a smooth backdrop and `moving_layers` layers once per clip; motion only moves them)
     synthesis: str = "dcgan"
     # ctvgan D: the minibatch std of spatially averaged frame features as one more input (sees a
     # generator that draws the same thing in different places, which the std of feature maps misses)
     content_std: bool = False
-    moving_layers: Positive = 2  # ctvgan synthesis "layers": layers that move over the background
+    moving_layers: Positive = 2  # ctvgan synthesis "layers": layers that move over the backdrop
     # Filled from the dataset at train time.
     frames: Positive = 16
     resolution: Positive = 64

@@ -134,8 +134,8 @@ def test_discriminator_judges_k_frames_and_uses_their_time_gaps():
 
 
 def test_content_std_sees_one_drawing_in_many_places():
-    """model.content_std: D's extra input is small when the clips of a group show the same thing at
-    different places and large when they show different things at the same places."""
+    """model.content_std: D's extra input is small when the clips of a group show one drawing at
+    eight places and large when they show eight drawings at the same eight places."""
     torch.manual_seed(0)
     _, D = build_model(tiny(content_std=True, minibatch_std=True, resolution=32, fuse_resolution=8))
     seen = {}
