@@ -73,7 +73,7 @@ def test_content_is_shared_by_the_frames_and_motion_moves_them(synthesis):
 
 
 def test_fold_bounces_a_straight_line_between_its_walls():
-    from vidgan.models.ctvgan import fold
+    from vidgan.models.moving_layers import fold
 
     x = torch.linspace(-5, 5, 1001)
     y = fold(x, torch.tensor(0.5))
@@ -85,7 +85,7 @@ def test_fold_bounces_a_straight_line_between_its_walls():
 
 def test_layers_move_what_was_drawn_without_redrawing_it():
     """Synthesis "layers": a frame is the clip's drawing translated to where its layer is at time t."""
-    from vidgan.models.ctvgan import LayeredMotion
+    from vidgan.models.moving_layers import LayeredMotion
 
     torch.manual_seed(0)
     move = LayeredMotion(layers=1, channels=1, motion_dim=4, feature_dim=6)

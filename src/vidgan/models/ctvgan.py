@@ -46,6 +46,7 @@ from vidgan.config import ModelConfig
 from vidgan.models.layers import (
     Condition,
     ConditionEncoder,
+    EqualLinear,
     ImageDecoder,
     generator_widths,
     maybe_spectral_norm,
@@ -53,6 +54,7 @@ from vidgan.models.layers import (
     projection,
     spatial_doublings,
 )
+from vidgan.models.moving_layers import LayeredMotion
 from vidgan.models.videogan import with_first_frame
 
 GAIN = math.sqrt(2.0)  # leaky-ReLU gain, so activations keep unit variance
@@ -60,19 +62,6 @@ GAIN = math.sqrt(2.0)  # leaky-ReLU gain, so activations keep unit variance
 
 def lrelu(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, 0.2) * GAIN
-
-
-class EqualLinear(nn.Module):
-    """Linear layer with StyleGAN's equalised learning rate (weights scaled at run time; lr_mul slows it)."""
-
-    def __init__(self, in_dim: int, out_dim: int, bias_init: float = 0.0, lr_mul: float = 1.0):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
-        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
-        self.scale, self.lr_mul = lr_mul / math.sqrt(in_dim), lr_mul
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
 
 
 class EqualConv2d(nn.Module):
@@ -153,69 +142,6 @@ class MotionEncoder(nn.Module):
         u = self.mlp(gather(left) * (1 - frac) + gather(left + 1) * frac)
         angle = times.unsqueeze(-1) * self.log_omega.exp() + self.phase(u)
         return torch.cat([u, torch.sin(angle), torch.cos(angle)], dim=-1)
-
-
-def fold(x: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
-    """The straight line x folded back into [-bound, bound] (a triangle wave): where a point moving along
-    x ends up when it bounces off walls at +-bound."""
-    b = bound.abs() + 1e-3
-    return b - (torch.remainder(x + b, 4 * b) - 2 * b).abs()
-
-
-class LayeredMotion(nn.Module):
-    """Motion that moves what was drawn instead of redrawing it (ctvgan's synthesis "layers").
-
-    The image network draws, once per clip, a backdrop (kept smooth) and `layers` frame-sized layers
-    with an alpha channel. Each layer moves in a straight line from a random start at a random
-    velocity (both from the clip's first motion code), bouncing off walls at a learned distance from
-    the centre (`fold`), plus a bounded learned offset from the motion features at time t (zero at the
-    start). Frames are the layers translated to their positions at t and composited over the backdrop,
-    the first layer in front. A frame depends on (z, t) alone, as with the other syntheses.
-    """
-
-    def __init__(self, layers: int, channels: int, motion_dim: int, feature_dim: int):
-        super().__init__()
-        self.n, self.c = layers, channels
-        self.canvas_channels = channels + layers * (channels + 1)
-        self.alpha_channels = [channels + i * (channels + 1) + channels for i in range(layers)]
-        self.start = EqualLinear(motion_dim, 2 * layers)
-        # Slow to learn (the mapping network's trick); starting slower (0.1 of this) screened far worse.
-        self.velocity = EqualLinear(motion_dim, 2 * layers, lr_mul=0.1)
-        self.offset = EqualLinear(feature_dim, 2 * layers)
-        nn.init.zeros_(self.offset.weight)
-        self.bound = nn.Parameter(torch.full((2 * layers,), 0.5))
-
-    def positions(self, code: torch.Tensor, features: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
-        """(B, motion_dim), (B, K, feature_dim), (B, K) -> layer centres (B, K, layers, 2) in [-1, 1] units."""
-        line = self.start(code)[:, None] + self.velocity(code)[:, None] * times[..., None]
-        # The offset is kept within an eighth of the frame and the walls inside it: unbounded, a layer
-        # learned to jump out of view and another to jump in, so the frames of a clip showed
-        # different things one after another (a 600 s screen: held-out fd 138.6 against 48.8)
-        wiggle = 0.25 * torch.tanh(self.offset(features))
-        return fold(line + wiggle, self.bound.clamp(-1.0, 1.0)).unflatten(-1, (self.n, 2))
-
-    def forward(self, canvas: torch.Tensor, code: torch.Tensor, features: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
-        """canvas (B, canvas_channels, H, W) in [-1, 1] -> frames (B, K, C, H, W)."""
-        B, _, H, W = canvas.shape
-        K, c = times.shape[1], self.c
-        layers = canvas[:, c:].unflatten(1, (self.n, c + 1))
-        # The background is only a smooth backdrop (its 4x4 average, enlarged): given a full drawing of
-        # its own, the generator drew everything there and left the layers, and so the clips, still
-        # (two of four 600 s screens). Anything sharp is on a layer, and so can move.
-        background = F.interpolate(F.adaptive_avg_pool2d(canvas[:, :c], 4), size=(H, W), mode="bilinear", align_corners=False)
-        pos = self.positions(code, features, times.to(canvas.dtype))  # (B, K, n, 2) as (x, y)
-        theta = torch.zeros(B * K * self.n, 2, 3, dtype=canvas.dtype, device=canvas.device)
-        theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-        theta[:, :, 2] = -pos.reshape(-1, 2)  # output pixel p shows the layer's pixel p - position
-        grid = F.affine_grid(theta, [B * K * self.n, c + 1, H, W], align_corners=False)
-        src = layers[:, None].expand(-1, K, -1, -1, -1, -1).flatten(0, 2)
-        alpha = (src[:, c:] + 1) / 2  # in [0, 1]; 0 where the layer is moved in from outside
-        # premultiplied colour, so a fractional shift blends an edge linearly (no dark fringe)
-        moved = F.grid_sample(torch.cat([src[:, :c] * alpha, alpha], dim=1), grid, align_corners=False).unflatten(0, (B, K, self.n))
-        out = background[:, None].expand(-1, K, -1, -1, -1)
-        for i in reversed(range(self.n)):  # the first layer in front
-            out = moved[:, :, i, :c] + out * (1 - moved[:, :, i, c:])
-        return out
 
 
 class Generator(nn.Module):

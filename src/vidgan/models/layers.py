@@ -125,6 +125,19 @@ class ImageDecoder(nn.Module):
         return self.net(x[:, :, None, None])
 
 
+class EqualLinear(nn.Module):
+    """Linear layer with StyleGAN's equalised learning rate (weights scaled at run time; lr_mul slows it)."""
+
+    def __init__(self, in_dim: int, out_dim: int, bias_init: float = 0.0, lr_mul: float = 1.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
+        self.scale, self.lr_mul = lr_mul / math.sqrt(in_dim), lr_mul
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
+
+
 def minibatch_std(x: torch.Tensor) -> torch.Tensor:
     """x (B, C, ...) with one more channel: the feature std within groups of consecutive samples.
 
