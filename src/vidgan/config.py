@@ -64,6 +64,12 @@ class ModelConfig(_Strict):
     # generator that draws the same thing in different places, which the std of feature maps misses)
     content_std: bool = False
     moving_layers: Positive = 2  # ctvgan synthesis "layers": layers that move over the backdrop
+    # ctvgan synthesis "layers": a layer's side as a fraction of the frame's (1: frame-sized layers;
+    # 0.5: sprites half the frame wide, drawn at half the resolution, which bounce off the frame's edges)
+    layer_size: Annotated[float, Field(gt=0, le=1)] = 1.0
+    # ctvgan synthesis "layers": draw each layer by itself from its own content code (noise of z_dim per
+    # layer, one image network shared by all): what one layer shows does not decide what another does
+    own_layer_codes: bool = False
     # Filled from the dataset at train time.
     frames: Positive = 16
     resolution: Positive = 64
@@ -81,6 +87,11 @@ class LossConfig(_Strict):
     penalty_every: Positive = 1  # lazy regularisation: every N D steps, weighted by N
     augment: str = ""  # DiffAugment policy for real and fake clips, e.g. "color,translation,cutout"
     mask_l1: Weight = 0.0  # videogan-2stream: L1 sparsity prior on the foreground mask (the paper used 0.1)
+    # MSGAN's mode-seeking term (Mao et al. 2019): weight of 1 / (how far apart two clips' drawings are
+    # / how far apart their noises are), so G cannot draw the same thing for different noise. It
+    # compares what a model reports as its drawing (ctvgan "layers": the layers, wherever they move),
+    # else the clips.
+    mode_seeking: Weight = 0.0
 
 
 TWO_STAGE_MODELS = ("vqvae", "videogpt")

@@ -139,3 +139,16 @@ def test_gradient_penalty_trains_d_and_is_reproducible():
     assert again.item() == penalty.item() and other.item() != penalty.item()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert gradient_penalty(D, real, fake, generator=torch.Generator().manual_seed(0)).dtype == torch.float32
+
+
+def test_mode_seeking_is_the_inverse_ratio_of_output_to_noise_distances():
+    """MSGAN: 1 / (mean |G(z1) - G(z2)| / mean |z1 - z2|), first half of the batch against the second."""
+    noise = torch.tensor([[0.0, 0.0], [1.0, 3.0]])  # pair distance: mean(|0-1|, |0-3|) = 2
+    drawn = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.5, 2.0]])  # pair distance: 1
+    assert losses.mode_seeking(drawn, noise).item() == pytest.approx(2.0, rel=1e-4)
+    # the same drawing for different noise (mode collapse) costs far more than different drawings
+    same = torch.zeros(4, 3, 8, 8)
+    varied = torch.randn(4, 3, 8, 8)
+    z = torch.randn(4, 5)
+    assert losses.mode_seeking(same, z) > 1000 * losses.mode_seeking(varied, z)
+    assert losses.mode_seeking(varied[:1], z[:1]).item() == 0.0  # no pair in a batch of one

@@ -149,7 +149,10 @@ class Generator(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.content_dim, self.frames, self.channels = cfg.z_dim, cfg.frames, cfg.channels
+        self.frames, self.channels = cfg.frames, cfg.channels
+        # layers with their own codes: one content code per layer (each drawn by itself), else one per clip
+        self.codes_per_clip = cfg.moving_layers if cfg.synthesis == "layers" and cfg.own_layer_codes else 1
+        self.content_dim = cfg.z_dim * self.codes_per_clip
         self.cond = ConditionEncoder(cfg.condition, cfg.cond_dim, cfg.num_classes, cfg.text_dim, cfg.channels)
         w_dim = cfg.w_dim
         layers: list[nn.Module] = []
@@ -169,10 +172,18 @@ class Generator(nn.Module):
                 w_dim + self.motion.out_dim, cfg.channels, cfg.resolution, cfg.g_channels, cfg.max_channels, cfg.synthesis == "resize-conv"
             )
         elif cfg.synthesis == "layers":
-            self.layers = LayeredMotion(cfg.moving_layers, cfg.channels, cfg.motion_dim, self.motion.out_dim)
-            self.decoder = ImageDecoder(w_dim, self.layers.canvas_channels, cfg.resolution, cfg.g_channels, cfg.max_channels)
+            side = cfg.resolution * cfg.layer_size  # the layers are drawn at their own size
+            if side < 4 or side != 2 ** round(math.log2(side)):
+                raise ValueError(
+                    f"model.layer_size {cfg.layer_size} makes {side:g}-pixel layers in {cfg.resolution}-pixel frames; "
+                    "choose a size that gives a power of two >= 4 (e.g. 1.0, 0.5)"
+                )
+            self.layers = LayeredMotion(cfg.moving_layers, cfg.channels, cfg.motion_dim, self.motion.out_dim, cfg.layer_size)
+            # with own codes the network draws one layer (and a backdrop) per code; else all layers at once
+            drawn = self.layers.canvas_channels if self.codes_per_clip == 1 else 2 * cfg.channels + 1
+            self.decoder = ImageDecoder(w_dim, drawn, int(side), cfg.g_channels, cfg.max_channels)
             with torch.no_grad():  # layers start nearly transparent (alpha 0.12): no frame-sized rectangles moving about
-                self.decoder.net[-2].bias[self.layers.alpha_channels] = -1.0
+                self.decoder.net[-2].bias[self.layers.alpha_channels if self.codes_per_clip == 1 else [drawn - 1]] = -1.0
         elif cfg.synthesis == "style":
             n = spatial_doublings(cfg.resolution)
             widths = generator_widths(cfg.g_channels, cfg.max_channels, n + 1)
@@ -192,6 +203,7 @@ class Generator(nn.Module):
         else:
             raise ValueError(f"unknown model.synthesis {cfg.synthesis!r}; choose dcgan, resize-conv, style or layers")
         self.register_buffer("w_avg", torch.zeros(w_dim))  # for truncation; tracked in training
+        self.last_drawing: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def z_dim(self) -> int:
@@ -211,8 +223,23 @@ class Generator(nn.Module):
         return torch.cat([content, motion], dim=1)
 
     def mapped(self, z_content: torch.Tensor, cond: Condition | None) -> torch.Tensor:
+        """Content noise (B, content_dim) -> styles (B * codes_per_clip, w_dim): one per layer with own codes."""
+        n = self.codes_per_clip
+        if n > 1:
+            z_content = z_content.reshape(-1, z_content.shape[1] // n)
+            cond = None if cond is None else cond._map(lambda v: v.repeat_interleave(n, dim=0))
         x = z_content * torch.rsqrt(z_content.pow(2).mean(dim=1, keepdim=True) + 1e-8)
         return self.mapping(self.cond.attach(x, cond))
+
+    def draw_layers(self, w: torch.Tensor) -> torch.Tensor:
+        """Styles -> the layered synthesis's canvas (B, backdrop + layers, h, w). With own codes each
+        layer is drawn by itself and the backdrop is the mean of the backdrops drawn with them."""
+        canvas = self.decoder(w)
+        n, c = self.codes_per_clip, self.channels
+        if n == 1:
+            return canvas
+        canvas = canvas.unflatten(0, (-1, n))  # (B, n, 2C + 1, h, w): backdrop, then the layer with alpha
+        return torch.cat([canvas[:, :, :c].mean(dim=1), canvas[:, :, c:].flatten(1, 2)], dim=1)
 
     def render(self, w: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
         """Frames from styles w (N, w_dim) and motion features (N, out_dim): (N, C, H, W), in [-1, 1] in eval mode."""
@@ -257,7 +284,11 @@ class Generator(nn.Module):
         codes = codes.reshape(B, -1, self.motion.dim)
         motion = self.motion(codes, times)  # (B, K, out_dim)
         if self.synthesis == "layers":  # one drawing per clip, moved to each frame's time
-            video = self.layers(self.decoder(w), codes[:, 0], motion, times).transpose(1, 2)
+            canvas = self.draw_layers(w)
+            # for the mode-seeking term (loss.mode_seeking): what was drawn, and the noise it was drawn from
+            drawn, n = self.layers.drawing(canvas), self.codes_per_clip  # with own codes: layer by layer
+            self.last_drawing = (drawn.unflatten(1, (n, -1)).flatten(0, 1), content.reshape(B * n, -1))
+            video = self.layers(canvas, codes[:, 0], motion, times).transpose(1, 2)
         else:
             frames_out = self.render(w.repeat_interleave(K, dim=0), motion.flatten(0, 1))
             video = frames_out.unflatten(0, (B, K)).transpose(1, 2)
@@ -265,6 +296,10 @@ class Generator(nn.Module):
             at_zero = (times[:, :1] == 0).view(B, 1, 1, 1, 1)
             video = torch.where(at_zero, with_first_frame(video, cond), video)
         return video
+
+    def __getstate__(self):
+        # copy.deepcopy (the trainer's EMA copy) cannot copy a tensor that is part of a graph.
+        return {**super().__getstate__(), "last_drawing": None}
 
 
 class DBlock(nn.Module):

@@ -27,9 +27,9 @@ class LayeredMotion(nn.Module):
     the first layer in front. A frame depends on (z, t) alone, as with the other syntheses.
     """
 
-    def __init__(self, layers: int, channels: int, motion_dim: int, feature_dim: int):
+    def __init__(self, layers: int, channels: int, motion_dim: int, feature_dim: int, size: float = 1.0):
         super().__init__()
-        self.n, self.c = layers, channels
+        self.n, self.c, self.size = layers, channels, float(size)
         self.canvas_channels = channels + layers * (channels + 1)
         self.alpha_channels = [channels + i * (channels + 1) + channels for i in range(layers)]
         self.start = EqualLinear(motion_dim, 2 * layers)
@@ -37,7 +37,8 @@ class LayeredMotion(nn.Module):
         self.velocity = EqualLinear(motion_dim, 2 * layers, lr_mul=0.1)
         self.offset = EqualLinear(feature_dim, 2 * layers)
         nn.init.zeros_(self.offset.weight)
-        self.bound = nn.Parameter(torch.full((2 * layers,), 0.5))
+        # walls: a frame-sized layer's centre starts bouncing at half way; a sprite's where its edge meets the frame's
+        self.bound = nn.Parameter(torch.full((2 * layers,), 0.5 if size >= 1 else 1.0 - size))
 
     def positions(self, code: torch.Tensor, features: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         """(B, motion_dim), (B, K, feature_dim), (B, K) -> layer centres (B, K, layers, 2) in [-1, 1] units."""
@@ -48,9 +49,17 @@ class LayeredMotion(nn.Module):
         wiggle = 0.25 * torch.tanh(self.offset(features))
         return fold(line + wiggle, self.bound.clamp(-1.0, 1.0)).unflatten(-1, (self.n, 2))
 
+    def drawing(self, canvas: torch.Tensor) -> torch.Tensor:
+        """What the layers show, wherever they move: (B, layers * (C + 1), H, W), colour premultiplied by
+        alpha (a transparent pixel's colour is never seen) and alpha, in [0, 1]."""
+        layers = canvas[:, self.c :].unflatten(1, (self.n, self.c + 1))
+        alpha = (layers[:, :, self.c :] + 1) / 2
+        return torch.cat([(layers[:, :, : self.c] + 1) / 2 * alpha, alpha], dim=2).flatten(1, 2)
+
     def forward(self, canvas: torch.Tensor, code: torch.Tensor, features: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
-        """canvas (B, canvas_channels, H, W) in [-1, 1] -> frames (B, K, C, H, W)."""
-        B, _, H, W = canvas.shape
+        """canvas (B, canvas_channels, h, w) in [-1, 1] -> frames (B, K, C, H, W), H = h / size."""
+        B, _, h, w = canvas.shape
+        H, W = round(h / self.size), round(w / self.size)  # the frame (the canvas is a layer's size)
         K, c = times.shape[1], self.c
         layers = canvas[:, c:].unflatten(1, (self.n, c + 1))
         # The background is only a smooth backdrop (its 4x4 average, enlarged): given a full drawing of
@@ -59,8 +68,9 @@ class LayeredMotion(nn.Module):
         background = F.interpolate(F.adaptive_avg_pool2d(canvas[:, :c], 4), size=(H, W), mode="bilinear", align_corners=False)
         pos = self.positions(code, features, times.to(canvas.dtype))  # (B, K, n, 2) as (x, y)
         theta = torch.zeros(B * K * self.n, 2, 3, dtype=canvas.dtype, device=canvas.device)
-        theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-        theta[:, :, 2] = -pos.reshape(-1, 2)  # output pixel p shows the layer's pixel p - position
+        theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / self.size
+        # output pixel p shows the layer's pixel (p - position) / size (frame units; a layer spans size)
+        theta[:, :, 2] = -pos.reshape(-1, 2) / self.size
         grid = F.affine_grid(theta, [B * K * self.n, c + 1, H, W], align_corners=False)
         src = layers[:, None].expand(-1, K, -1, -1, -1, -1).flatten(0, 2)
         alpha = (src[:, c:] + 1) / 2  # in [0, 1]; 0 where the layer is moved in from outside

@@ -30,7 +30,7 @@ from vidgan.run import load_weights
 from vidgan.training import checkpoint as ckpt
 from vidgan.training.augment import augment
 from vidgan.training.common import BatchOrder, LoopContext, Task, ema_beta, ema_update, standing_statistics, stream_seed
-from vidgan.training.losses import PENALTIES, get_loss, gradient_penalty, r1_penalty
+from vidgan.training.losses import PENALTIES, get_loss, gradient_penalty, mode_seeking, r1_penalty
 from vidgan.training.speed import Compiler, StepPrecision, fp32_batch_statistics, make_adam, resolve_speed, to_channels_last
 
 
@@ -47,6 +47,7 @@ class StepSettings:
     augment: str = ""
     aug_rng: torch.Generator | None = None
     mask_l1: float = 0.0
+    mode_seeking: float = 0.0
 
     @classmethod
     def from_config(cls, loss: LossConfig, seed: int) -> StepSettings:
@@ -64,6 +65,7 @@ class StepSettings:
             loss.augment,
             torch.Generator().manual_seed(seed + 3),
             loss.mask_l1,
+            loss.mode_seeking,
         )
 
     def aug(self, x: torch.Tensor) -> torch.Tensor:
@@ -168,12 +170,16 @@ def gan_step(
         with _sync_unless(G_train, i < accum - 1):
             at = {} if times is None else {"times": times[part]}
             with prec.forward():
-                logits = D(settings.aug(G_train(z_g[part], c, **at)), c, **at)
+                fake = G_train(z_g[part], c, **at)
+                logits = D(settings.aug(fake), c, **at)
             loss_g = settings.g_loss(logits.float())
             total_g = loss_g
             mask = getattr(_module(G), "last_mask", None)
             if settings.mask_l1 and mask is not None:  # two-stream: keep the foreground small
                 total_g = total_g + settings.mask_l1 * mask.float().abs().mean()
+            if settings.mode_seeking:  # the model's drawing and the noise it came from, else the clips
+                drawn = getattr(_module(G), "last_drawing", None) or (fake, z_g[part])
+                total_g = total_g + settings.mode_seeking * mode_seeking(*drawn)
             prec.backward(total_g / accum, prec.scaler_g)
         g_losses.append(loss_g.detach())
     prec.step(opt_g, prec.scaler_g)

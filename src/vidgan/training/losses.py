@@ -125,3 +125,15 @@ def gradient_penalty(
 
 
 PENALTIES: dict[str, Callable[..., torch.Tensor] | None] = {"none": None, "r1": r1_penalty, "gp": gradient_penalty}
+
+
+def mode_seeking(drawings: torch.Tensor, noise: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """MSGAN's mode-seeking loss (Mao et al., CVPR 2019): the batch's first half against its second
+    half, 1 / (mean |G(z1) - G(z2)| / mean |z1 - z2|). Small when different noise gives different
+    drawings; large when G ignores its noise (mode collapse)."""
+    half = len(drawings) // 2
+    if half == 0:
+        return drawings.new_zeros((), dtype=torch.float32)
+    d_out = (drawings[:half].float() - drawings[half : 2 * half].float()).abs().mean()
+    d_in = (noise[:half].float() - noise[half : 2 * half].float()).abs().mean()
+    return 1.0 / (d_out / d_in + eps)
