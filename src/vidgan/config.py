@@ -70,6 +70,9 @@ class ModelConfig(_Strict):
     # ctvgan synthesis "layers": draw each layer by itself from its own content code (noise of z_dim per
     # layer, one image network shared by all): what one layer shows does not decide what another does
     own_layer_codes: bool = False
+    # ctvgan synthesis "layers" with layer_size < 1: draw the layers at the frame's resolution and
+    # box-filter them down to their size (smooth, anti-aliased edges, as downscaled video has)
+    layer_supersample: bool = False
     # Filled from the dataset at train time.
     frames: Positive = 16
     resolution: Positive = 64

@@ -181,7 +181,8 @@ class Generator(nn.Module):
             self.layers = LayeredMotion(cfg.moving_layers, cfg.channels, cfg.motion_dim, self.motion.out_dim, cfg.layer_size)
             # with own codes the network draws one layer (and a backdrop) per code; else all layers at once
             drawn = self.layers.canvas_channels if self.codes_per_clip == 1 else 2 * cfg.channels + 1
-            self.decoder = ImageDecoder(w_dim, drawn, int(side), cfg.g_channels, cfg.max_channels)
+            self.supersample = cfg.resolution // int(side) if cfg.layer_supersample else 1
+            self.decoder = ImageDecoder(w_dim, drawn, int(side) * self.supersample, cfg.g_channels, cfg.max_channels)
             with torch.no_grad():  # layers start nearly transparent (alpha 0.12): no frame-sized rectangles moving about
                 self.decoder.net[-2].bias[self.layers.alpha_channels if self.codes_per_clip == 1 else [drawn - 1]] = -1.0
         elif cfg.synthesis == "style":
@@ -235,6 +236,8 @@ class Generator(nn.Module):
         """Styles -> the layered synthesis's canvas (B, backdrop + layers, h, w). With own codes each
         layer is drawn by itself and the backdrop is the mean of the backdrops drawn with them."""
         canvas = self.decoder(w)
+        if self.supersample > 1:  # drawn at the frame's resolution, box-filtered to the layer's
+            canvas = F.avg_pool2d(canvas, self.supersample)
         n, c = self.codes_per_clip, self.channels
         if n == 1:
             return canvas
