@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument(
-        "--models", help="compare these models' samplers (small preset, 32x32x16) instead; NAME:SYNTHESIS for a ctvgan synthesis"
+        "--models",
+        help="compare these models' samplers (small preset, 32x32x16) instead; NAME:SYNTHESIS for a ctvgan synthesis, NAME:RECIPE for a recipe",
     )
     args = ap.parse_args(argv)
     if args.models:
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
 def compare_models(args) -> None:
     import torch
 
-    from vidgan.config import load_config
+    from vidgan.config import RECIPES, load_config, recipe_overrides
     from vidgan.models.registry import build_model
     from vidgan.pipeline import VideoPipeline
 
@@ -107,7 +108,8 @@ def compare_models(args) -> None:
     pipes = {}
     for name in args.models.split(","):
         model, _, synthesis = name.partition(":")  # ctvgan:layers = ctvgan with model.synthesis layers
-        extra = {"model.synthesis": synthesis} if synthesis else {}
+        # ctvgan:sprites = ctvgan with the sprites recipe (`vidgan train --recipe sprites`)
+        extra = recipe_overrides(synthesis) if synthesis in RECIPES else {"model.synthesis": synthesis} if synthesis else {}
         cfg = load_config("small", {"model.name": model, "model.resolution": 32, "model.frames": 16, "model.channels": 1, **extra})
         torch.manual_seed(0)
         pipes[name] = VideoPipeline(build_model(cfg.model)[0].to(args.device), cfg)

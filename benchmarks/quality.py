@@ -8,6 +8,7 @@ Rows (one training subprocess each, so peak memory and speed are per run):
   mocogan         the `small` preset with --model mocogan
   two-stage       VQ-VAE for half the budget, then the videogpt prior for the other half (`small`)
   ctvgan          the continuous-time generator with the `small` preset (vidgan's default)
+  ctvgan-sprites  the same with the `sprites` recipe (`vidgan train --recipe sprites`, as `vidgan demo`)
   floor           the training clips themselves against the held-out clips
 Data: builtin:moving-mnist 32x32x16 (held out: digits never seen in training) and builtin:sample-clips
 64x64x16 (real street and car footage; each video's first 75% trains, its last 25% is held out).
@@ -29,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROWS = ["videogan-paper", "videogan", "mocogan", "two-stage", "ctvgan"]
+ROWS = ["videogan-paper", "videogan", "mocogan", "two-stage", "ctvgan", "ctvgan-sprites"]
 DATASETS = {"moving-mnist": 32, "sample-clips": 64}
 LONG = {"train.steps": 10**7, "train.checkpoint_every": 10**7, "train.sample_every": 10**7}
 PAPER = {"model.name": "videogan", "loss.name": "nonsat", "loss.penalty": "none", "model.spectral_norm": False,
@@ -49,7 +50,7 @@ def child(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from vidgan.config import load_config
+    from vidgan.config import load_config, recipe_overrides
     from vidgan.training.loop import train
 
     quiet = {"progress": False, "log": lambda s: None}
@@ -62,6 +63,8 @@ def child(args) -> None:
         print(json.dumps({"steps": result.step, "clips_per_s": mean_speed(prior), "run": str(prior)}))
         return
     preset, overrides = ("64px", PAPER) if args.row == "videogan-paper" else (args.preset, {"model.name": args.row})
+    if args.row == "ctvgan-sprites":
+        overrides = recipe_overrides("sprites")
     result = train(load_config(preset, base | overrides | {"train.time_budget": args.budget}), args.run, **quiet)
     print(json.dumps({"steps": result.step, "clips_per_s": mean_speed(Path(args.run)), "run": str(args.run)}))
 

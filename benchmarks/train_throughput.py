@@ -24,9 +24,11 @@ the median of the per-round ratios.
 
 With --sparse K the two paths are the continuous-time model (ctvgan) on vidgan's default speed path:
 `dense` renders and judges all T frames of each clip, `sparse` only K frames at random times (what
-`vidgan train --model ctvgan` does); the last line is then dense s/step / sparse s/step.
+`vidgan train --model ctvgan` does); the last line is then dense s/step / sparse s/step. --recipe
+sprites: ctvgan with the sprites recipe (as `vidgan demo`).
 
     python benchmarks/train_throughput.py --sparse 3 --shape 32x32x16 --preset small --channels 1 --batch 16
+    python benchmarks/train_throughput.py --sparse 2 --recipe sprites --shape 32x32x16 --preset small --channels 1 --batch 16
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def worker(args) -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vidgan.config import TrainConfig, load_config
+    from vidgan.config import TrainConfig, load_config, recipe_overrides
     from vidgan.models.registry import build_model
     from vidgan.training import speed
     from vidgan.training.gan import StepSettings, gan_step, sparse_times, take_frames
@@ -61,7 +63,8 @@ def worker(args) -> None:
     res, frames = (int(v) for v in args.shape.split("x")[1:])
     shape = {"model.resolution": res, "model.frames": frames, "model.channels": args.channels}
     k = None if args.path in ("baseline", "vidgan") else (frames if args.path == "dense" else args.sparse)
-    model = {} if k is None else {"model.name": "ctvgan", "model.sparse_frames": k}
+    recipe = recipe_overrides(args.recipe) if args.recipe else {}
+    model = {} if k is None else recipe | {"model.name": "ctvgan", "model.sparse_frames": k}
     cfg = load_config(args.preset, shape | model)
     torch.manual_seed(0)
     G, D = build_model(cfg.model)
@@ -149,30 +152,34 @@ def worker(args) -> None:
 class Worker:
     def __init__(self, path: str, args):
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-        cmd = [
-            sys.executable,
-            os.path.abspath(__file__),
-            "--worker",
-            path,
-            "--device",
-            args.device,
-            "--shape",
-            args.shape,
-            "--preset",
-            args.preset,
-            "--channels",
-            str(args.channels),
-            "--batch",
-            str(args.batch),
-            "--threads",
-            str(args.threads),
-            "--precision",
-            args.precision,
-            "--accum",
-            str(args.accum),
-            "--sparse",
-            str(args.sparse or 0),
-        ] + (["--compile"] if args.compile else [])
+        cmd = (
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--worker",
+                path,
+                "--device",
+                args.device,
+                "--shape",
+                args.shape,
+                "--preset",
+                args.preset,
+                "--channels",
+                str(args.channels),
+                "--batch",
+                str(args.batch),
+                "--threads",
+                str(args.threads),
+                "--precision",
+                args.precision,
+                "--accum",
+                str(args.accum),
+                "--sparse",
+                str(args.sparse or 0),
+            ]
+            + (["--compile"] if args.compile else [])
+            + (["--recipe", args.recipe] if args.recipe else [])
+        )
         self.path = path
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.info = self._read()
@@ -220,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=4, help="timed steps per path, alternating (default 4)")
     ap.add_argument("--json", metavar="PATH", help="also save the results as JSON")
     ap.add_argument("--sparse", type=int, default=0, help="compare ctvgan judging K frames per clip against all frames (dense)")
+    ap.add_argument("--recipe", help="with --sparse: ctvgan with this recipe's settings (e.g. sprites, as vidgan demo)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:

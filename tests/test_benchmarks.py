@@ -21,7 +21,7 @@ def test_quality_benchmark_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     table = {(t["dataset"], t["row"]): t for t in result["table"]}
-    rows = ["videogan-paper", "videogan", "mocogan", "two-stage", "ctvgan", "floor"]
+    rows = ["videogan-paper", "videogan", "mocogan", "two-stage", "ctvgan", "ctvgan-sprites", "floor"]
     assert set(table) == {(d, r) for d in ("moving-mnist", "sample-clips") for r in rows}
     for (dataset, row), t in table.items():
         assert t["fd"] > 0 and 0 <= t["precision"] <= 1 and 0 <= t["recall"] <= 1, (dataset, row, t)

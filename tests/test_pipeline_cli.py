@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from helpers import tiny_config
 from vidgan.cli import app
+from vidgan.config import load_config
 from vidgan.data.video_io import probe, read_video
 from vidgan.pipeline import VideoPipeline
 from vidgan.run import CheckpointError, Run
@@ -74,6 +75,8 @@ def test_cli_errors_are_one_line(tmp_path, mnist_data):
         (["train", str(mnist_data), "--out", str(tmp_path / "r"), "--set", "lr_d=1"], "write SECTION.KEY=VALUE"),
         (["train", str(mnist_data), "--out", str(tmp_path / "r"), "--set", "optim.lr=1"], "no section 'optim'"),
         (["train", str(mnist_data), "--out", str(tmp_path / "r"), "--set", "train.steps=many"], "--set: train.steps:"),
+        (["train", str(mnist_data), "--out", str(tmp_path / "r"), "--recipe", "faces"], "unknown recipe 'faces'; recipes: sprites"),
+        (["train", str(mnist_data), "--out", str(tmp_path / "r"), "--recipe", "sprites", "--model", "videogan"], "is for --model ctvgan"),
     ]
     for args, message in cases:
         result = runner.invoke(app, args)
@@ -129,6 +132,21 @@ def test_train_and_resume_commands(mnist_data, tmp_path):
     assert json.loads((run / "config.json").read_text())["train"]["steps"] == 6
 
 
+def test_a_recipe_sets_its_kind_of_data_settings_and_options_still_win(mnist_data, tmp_path):
+    from vidgan.config import RECIPES
+
+    args = ["train", str(mnist_data), "--config", "tiny", "--recipe", "sprites", "--steps", "1", "--no-progress"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "r"), "--set", "loss.mode_seeking=0.5"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    for dotted, value in RECIPES["sprites"].items():
+        section, key = dotted.split(".")
+        if dotted != "loss.mode_seeking":
+            assert saved[section][key] == value, dotted
+    assert saved["loss"]["mode_seeking"] == 0.5  # --set wins over the recipe
+    assert saved["model"]["z_dim"] == load_config("tiny", {"model.name": "ctvgan"}).model.z_dim  # the rest is the preset's
+
+
 def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
@@ -143,6 +161,8 @@ def test_demo_runs_end_to_end(tmp_path):
     assert grid.shape[0] == 16  # 16-frame clips
     assert len(list((out / "samples").glob("clip_*.mp4"))) == 16
     assert Run(out / "run").latest() is not None
+    saved = json.loads((out / "run" / "config.json").read_text())  # Moving MNIST: the sprites recipe
+    assert (saved["model"]["name"], saved["model"]["synthesis"], saved["model"]["layer_size"]) == ("ctvgan", "layers", 0.5)
 
 
 def test_truncation_and_interpolation(tiny_run, tmp_path):

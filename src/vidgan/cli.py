@@ -83,6 +83,9 @@ def train(
     config: str = typer.Option("small", help="preset (tiny, small, 64px, 128px) or a YAML file"),
     resume: bool = typer.Option(False, help="continue the run in --out from its newest checkpoint"),
     model: str | None = typer.Option(None, help="videogan, videogan-2stream, tgan, mocogan, vqvae, videogpt (default: the preset's)"),
+    recipe: str | None = typer.Option(
+        None, help="settings for a kind of data over the preset: sprites (ctvgan; objects moving over a plain background, as vidgan demo)"
+    ),
     loss: str | None = typer.Option(None, help="nonsat, hinge, wgan or lsgan"),
     penalty: str | None = typer.Option(None, help="none, r1 or gp (WGAN-GP)"),
     aug: str | None = typer.Option(None, help='DiffAugment policy for small datasets, e.g. "color,translation,cutout"'),
@@ -118,7 +121,7 @@ def train(
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Train a video GAN. Multi-process: torchrun --nproc_per_node N -m vidgan train ..."""
-    from vidgan.config import apply_settings, load_config, with_overrides
+    from vidgan.config import apply_settings, load_config, recipe_overrides, with_overrides
     from vidgan.run import Run
     from vidgan.training.loop import train as run_train
 
@@ -130,6 +133,13 @@ def train(
             "loss.penalty": penalty, "loss.augment": aug, "vq.vqvae_run": vqvae and str(vqvae), "vq.tokens": tokens and str(tokens),
         }  # fmt: skip
         overrides = {k: v for k, v in chosen.items() if v is not None}
+        if recipe is not None and resume:
+            raise ValueError(f"a resumed run keeps the settings it was started with; drop --recipe {recipe}")
+        if recipe is not None:  # the options above (and --set) win over the recipe
+            from_recipe = recipe_overrides(recipe)
+            if model is not None and model != from_recipe["model.name"]:
+                raise ValueError(f"recipe {recipe} is for --model {from_recipe['model.name']}, not {model}; drop one of them")
+            overrides = from_recipe | overrides
         if resume and not Run(out).exists():
             raise ValueError(f"{out}: no run to resume (no config.json there); check --out, or start it without --resume")
         if resume:
@@ -237,7 +247,7 @@ def demo(
     clips: int = typer.Option(4000, min=16, max=1_000_000, help="Moving MNIST clips to prepare"),
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
-    """Prepare built-in Moving MNIST, train the small preset's default model for --budget seconds, generate clips."""
+    """Prepare built-in Moving MNIST, train ctvgan (small preset, sprites recipe) for --budget seconds, generate clips."""
     from vidgan.demo import run_demo
 
     try:

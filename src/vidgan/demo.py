@@ -1,4 +1,4 @@
-"""`vidgan demo`: built-in Moving MNIST -> the default model of the small preset trained for a time budget -> clips."""
+"""`vidgan demo`: built-in Moving MNIST -> ctvgan (small preset, `sprites` recipe) trained for a time budget -> clips."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidgan.config import load_config
+from vidgan.config import load_config, recipe_overrides
 from vidgan.data.prepare import PrepareSettings, prepare
 from vidgan.generation import generate
 from vidgan.run import Run
@@ -30,6 +30,7 @@ def run_demo(
     size: int = 32,
     frames: int = 16,
     config: str = "small",
+    recipe: bool = True,
     progress: bool = True,
     log=print,
 ) -> DemoResult:
@@ -40,10 +41,12 @@ def run_demo(
     prepare("builtin:moving-mnist", data_dir, PrepareSettings(size=size, frames=frames), n=clips, seed=0, progress=progress, log=log)
     # `budget` bounds the whole demo: training gets what preparing left, minus time to write the clips.
     train_budget = max(1.0, budget - (time.monotonic() - t0) - min(20.0, 0.05 * budget))
-    cfg = load_config(config, {"data": str(data_dir), "train.time_budget": train_budget, "train.steps": 1_000_000})
+    # Moving MNIST is objects moving over a plain background: the `sprites` recipe's kind of data
+    overrides = recipe_overrides("sprites") if recipe else {}
+    cfg = load_config(config, overrides | {"data": str(data_dir), "train.time_budget": train_budget, "train.steps": 1_000_000})
     resume = Run(run_dir).exists()
     log(
-        f"[2/3] training {cfg.model.name} ({config} preset) for up to {train_budget:.0f} s in {run_dir}"
+        f"[2/3] training {cfg.model.name} ({config} preset{', sprites recipe' if recipe else ''}) for up to {train_budget:.0f} s in {run_dir}"
         + (" (continuing the earlier demo run)" if resume else "")
     )
     result = train(cfg, run_dir, resume=resume, progress=progress, log=log)
