@@ -244,8 +244,9 @@ RECIPES: dict[str, dict] = {
     # sprites half the frame wide once per clip, from its own content code, and motion only moves them;
     # MSGAN's mode-seeking term keeps different noise drawing different things; D 32 wide judging 2
     # frames per clip. 600 s on Moving MNIST against held-out digits (README, "Which model?"):
-    # fd_effnet256 41.8 over 2 seeds against 63.3 for the small preset's per-frame recipe; on natural
-    # video (sample-clips 64 px) 478.8 against 336.0: its backdrop is smooth, so use it for such data only.
+    # fd_effnet256 41.8 over 2 seeds (54.8 in quality.py's own run of seed 0) against 63.3 for the
+    # small preset's per-frame recipe; on natural video (sample-clips 64 px) 478.8 against 336.0: its
+    # backdrop is smooth, so use it for such data only.
     "sprites": {
         "model.name": "ctvgan",
         "model.synthesis": "layers",
