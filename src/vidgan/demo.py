@@ -30,7 +30,7 @@ def run_demo(
     size: int = 32,
     frames: int = 16,
     config: str = "small",
-    recipe: bool = True,
+    recipe: str | None = "sprites",  # Moving MNIST is objects moving over a plain background
     progress: bool = True,
     log=print,
 ) -> DemoResult:
@@ -41,12 +41,11 @@ def run_demo(
     prepare("builtin:moving-mnist", data_dir, PrepareSettings(size=size, frames=frames), n=clips, seed=0, progress=progress, log=log)
     # `budget` bounds the whole demo: training gets what preparing left, minus time to write the clips.
     train_budget = max(1.0, budget - (time.monotonic() - t0) - min(20.0, 0.05 * budget))
-    # Moving MNIST is objects moving over a plain background: the `sprites` recipe's kind of data
-    overrides = recipe_overrides("sprites") if recipe else {}
+    overrides = recipe_overrides(recipe) if recipe else {}
     cfg = load_config(config, overrides | {"data": str(data_dir), "train.time_budget": train_budget, "train.steps": 1_000_000})
     resume = Run(run_dir).exists()
     log(
-        f"[2/3] training {cfg.model.name} ({config} preset{', sprites recipe' if recipe else ''}) for up to {train_budget:.0f} s in {run_dir}"
+        f"[2/3] training {cfg.model.name} ({config} preset{f', {recipe} recipe' if recipe else ''}) for up to {train_budget:.0f} s in {run_dir}"
         + (" (continuing the earlier demo run)" if resume else "")
     )
     result = train(cfg, run_dir, resume=resume, progress=progress, log=log)

@@ -19,8 +19,8 @@ def fold(x: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
 class LayeredMotion(nn.Module):
     """Motion that moves what was drawn instead of redrawing it (ctvgan's synthesis "layers").
 
-    The image network draws, once per clip, a backdrop (kept smooth) and `layers` frame-sized layers
-    with an alpha channel. Each layer moves in a straight line from a random start at a random
+    The image network draws, once per clip, a backdrop (kept smooth) and `layers` layers with an alpha
+    channel, frame-sized or, with `size` < 1, sprites that fraction of the frame wide. Each layer moves in a straight line from a random start at a random
     velocity (both from the clip's first motion code), bouncing off walls at a learned distance from
     the centre (`fold`), plus a bounded learned offset from the motion features at time t (zero at the
     start). Frames are the layers translated to their positions at t and composited over the backdrop,
