@@ -40,9 +40,7 @@ PAPER = {"model.name": "videogan", "loss.name": "nonsat", "loss.penalty": "none"
 def mean_speed(run: Path) -> float:
     from vidgan.run import Run
 
-    log = Run(run).read_log()
-    speeds = [r["clips_per_s"] for r in log[1:]] or [r["clips_per_s"] for r in log] or [0.0]
-    return sum(speeds) / len(speeds)
+    return Run(run).mean_speed()
 
 
 def child(args) -> None:

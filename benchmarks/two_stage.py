@@ -23,9 +23,9 @@ from pathlib import Path
 
 
 def mean_speed(run: Path) -> float:
-    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
-    speeds = [r["clips_per_s"] for r in log[1:]] or [r["clips_per_s"] for r in log]
-    return sum(speeds) / len(speeds)
+    from vidgan.run import Run
+
+    return Run(run).mean_speed()
 
 
 def main() -> None:

@@ -301,6 +301,12 @@ class Run:
             return []
         return [record for _, record in _log_lines(self.log_path)]
 
+    def mean_speed(self) -> float:
+        """Mean training clips/s over the log's records, the first (the warm-up) left out when there are more."""
+        log = self.read_log()
+        speeds = [r["clips_per_s"] for r in log[1:] if "clips_per_s" in r] or [r["clips_per_s"] for r in log if "clips_per_s" in r]
+        return sum(speeds) / len(speeds) if speeds else 0.0
+
     def sample_path(self, step: int) -> Path:
         return self.samples_dir / f"step_{step:09d}.gif"
 

@@ -126,17 +126,17 @@ def test_own_layer_codes_draw_each_layer_by_itself():
     other[:, G.content_dim // 2 : G.content_dim] = torch.randn(2, G.content_dim // 2)  # layer 2's code
     with torch.no_grad():
         G(z)
-        first = G.last_drawing[0].unflatten(0, (2, 2))  # (clip, layer, C + 1, h, w)
-        G(other)
-        second = G.last_drawing[0].unflatten(0, (2, 2))
-    assert torch.equal(first[:, 0], second[:, 0])
-    assert (first[:, 1] - second[:, 1]).abs().max() > 1e-5  # small: DCGAN's initial weights draw faintly
+        first, first_alpha = G.last_drawing[0].unflatten(0, (2, 2)), G.last_mask  # (clip, layer, C + 1, h, w), (clip, layer, h, w)
+        # the canvas: the backdrop (the mean of the codes' backdrops), then each layer's colour and alpha
+        canvas, other_canvas = (G.draw_layers(G.mapped(G.split_z(v)[0], None)) for v in (z, other))
+    assert torch.equal(canvas[:, 1:3], other_canvas[:, 1:3])
+    assert (canvas[:, 3:5] - other_canvas[:, 3:5]).abs().max() > 1e-5  # small: DCGAN's initial weights draw faintly
     # supersampled: drawn at the frame's 16x16, each 2x2 block averaged into the 8x8 layer
     with torch.no_grad():
         drawn = G.decoder(G.mapped(z[:, : G.content_dim], None))
     assert drawn.shape[-1] == 16 and first.shape[-1] == 8
     alpha = (torch.nn.functional.avg_pool2d(drawn[:, -1:], 2) + 1) / 2
-    torch.testing.assert_close(first[:, :, -1:].flatten(0, 1), alpha)
+    torch.testing.assert_close(first_alpha.flatten(0, 1)[:, None], alpha)
     with pytest.raises(ValueError, match="layer_size"):
         build_model(tiny(synthesis="layers", layer_size=0.3))
 
@@ -302,3 +302,23 @@ def test_the_mode_seeking_term_keeps_different_noise_drawing_different_layers(mn
         drawn = pipe.generator.last_drawing[0].flatten(1)
         spread[weight] = torch.cdist(drawn, drawn, p=1).mean().item() / drawn.shape[1]
     assert spread[1.0] > 1.5 * spread[0.0], spread
+
+
+def test_mask_l1_makes_the_layers_transparent_where_nothing_is_drawn(mnist_data, tmp_path):
+    """loss.mask_l1 on the layered synthesis: after the same tiny run, the layers' alpha covers less with
+    the prior than without; on a model that draws no mask the setting is refused, not ignored."""
+    from helpers import tiny_config
+    from vidgan.pipeline import VideoPipeline
+    from vidgan.training.loop import train
+
+    cover = {}
+    for weight in (0.0, 5.0):
+        run = tmp_path / f"m{weight}"
+        overrides = {**CT, "model.synthesis": "layers", "loss.mask_l1": weight, "train.steps": 30}
+        train(tiny_config(mnist_data, **overrides), run, progress=False, log=lambda s: None)
+        pipe = VideoPipeline.from_pretrained(run, ema=False)
+        pipe(n=8, seed=0)
+        cover[weight] = pipe.generator.last_mask.mean().item()
+    assert cover[5.0] < 0.7 * cover[0.0], cover
+    with pytest.raises(ValueError, match="mask_l1 is set but ctvgan with synthesis dcgan draws no mask"):
+        train(tiny_config(mnist_data, **CT, **{"loss.mask_l1": 0.1}), tmp_path / "dcgan", progress=False, log=lambda s: None)

@@ -210,3 +210,13 @@ def test_bad_loss_settings_fail_before_training(mnist_data, tmp_path):
         train(tiny_config(mnist_data, **{"loss.penalty": "l2"}), tmp_path / "a", progress=False)
     with pytest.raises(ValueError, match="augmentation"):
         train(tiny_config(mnist_data, **{"loss.augment": "flip"}), tmp_path / "b", progress=False)
+
+
+def test_mean_speed_leaves_out_the_warm_up_record(tmp_path):
+    run = Run(tmp_path)
+    assert run.mean_speed() == 0.0  # no log yet
+    run.log_path.write_text('{"step": 10, "clips_per_s": 1.0}\n')
+    assert run.mean_speed() == 1.0  # the warm-up is all there is
+    with run.log_path.open("a") as f:
+        f.write('{"step": 20, "clips_per_s": 30.0}\n{"metric": "fd"}\n{"step": 30, "clips_per_s": 50.0}\n')
+    assert run.mean_speed() == 40.0  # steps 20 and 30; records without a speed skipped

@@ -179,6 +179,7 @@ class Generator(nn.Module):
                     "choose a size that gives a power of two >= 4 (e.g. 1.0, 0.5)"
                 )
             self.layers = LayeredMotion(cfg.moving_layers, cfg.channels, cfg.motion_dim, self.motion.out_dim, cfg.layer_size)
+            self.last_mask: torch.Tensor | None = None  # the layers' alpha (B, layers, h, w), for loss.mask_l1
             # with own codes the network draws one layer (and a backdrop) per code; else all layers at once
             drawn = self.layers.canvas_channels if self.codes_per_clip == 1 else 2 * cfg.channels + 1
             self.supersample = cfg.resolution // int(side) if cfg.layer_supersample else 1
@@ -291,6 +292,7 @@ class Generator(nn.Module):
             # for the mode-seeking term (loss.mode_seeking): what was drawn, and the noise it was drawn from
             drawn, n = self.layers.drawing(canvas), self.codes_per_clip  # with own codes: layer by layer
             self.last_drawing = (drawn.unflatten(1, (n, -1)).flatten(0, 1), content.reshape(B * n, -1))
+            self.last_mask = self.layers.alpha(canvas)
             video = self.layers(canvas, codes[:, 0], motion, times).transpose(1, 2)
         else:
             frames_out = self.render(w.repeat_interleave(K, dim=0), motion.flatten(0, 1))
@@ -302,7 +304,8 @@ class Generator(nn.Module):
 
     def __getstate__(self):
         # copy.deepcopy (the trainer's EMA copy) cannot copy a tensor that is part of a graph.
-        return {**super().__getstate__(), "last_drawing": None}
+        state = super().__getstate__()
+        return {**state, **{key: None for key in ("last_drawing", "last_mask") if key in state}}
 
 
 class DBlock(nn.Module):

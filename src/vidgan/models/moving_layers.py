@@ -56,6 +56,10 @@ class LayeredMotion(nn.Module):
         alpha = (layers[:, :, self.c :] + 1) / 2
         return torch.cat([(layers[:, :, : self.c] + 1) / 2 * alpha, alpha], dim=2).flatten(1, 2)
 
+    def alpha(self, canvas: torch.Tensor) -> torch.Tensor:
+        """The layers' alpha in [0, 1]: (B, layers, h, w)."""
+        return (canvas[:, self.alpha_channels] + 1) / 2
+
     def forward(self, canvas: torch.Tensor, code: torch.Tensor, features: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         """canvas (B, canvas_channels, h, w) in [-1, 1] -> frames (B, K, C, H, W), H = h / size."""
         B, _, h, w = canvas.shape

@@ -175,7 +175,7 @@ def gan_step(
             loss_g = settings.g_loss(logits.float())
             total_g = loss_g
             mask = getattr(_module(G), "last_mask", None)
-            if settings.mask_l1 and mask is not None:  # two-stream: keep the foreground small
+            if settings.mask_l1 and mask is not None:  # keep the two-stream foreground / the layers small
                 total_g = total_g + settings.mask_l1 * mask.float().abs().mean()
             if settings.mode_seeking:  # the model's drawing and the noise it came from, else the clips
                 drawn = getattr(_module(G), "last_drawing", None) or (fake, z_g[part])
@@ -218,6 +218,12 @@ class GANTask(Task):
         self.lo, self.hi = info.rank * self.local_batch, (info.rank + 1) * self.local_batch
         self.plan = resolve_speed(tc, info.device, width=cfg.model.max_channels)
         G, D = build_model(cfg.model)
+        if cfg.loss.mask_l1 and not hasattr(G, "last_mask"):
+            model = cfg.model.name + (f" with synthesis {cfg.model.synthesis}" if cfg.model.name == "ctvgan" else "")
+            raise ValueError(
+                f"loss.mask_l1 is set but {model} draws no mask; it applies to videogan-2stream and to ctvgan with "
+                "model.synthesis=layers: remove it or change the model"
+            )
         G.to(info.device)
         D.to(info.device)
         if self.plan.channels_last:
