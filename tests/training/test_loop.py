@@ -220,3 +220,29 @@ def test_mean_speed_leaves_out_the_warm_up_record(tmp_path):
     with run.log_path.open("a") as f:
         f.write('{"step": 20, "clips_per_s": 30.0}\n{"metric": "fd"}\n{"step": 30, "clips_per_s": 50.0}\n')
     assert run.mean_speed() == 40.0  # steps 20 and 30; records without a speed skipped
+
+
+@pytest.mark.parametrize("past", [0.0, 0.15])
+def test_a_decay_is_planned_past_the_budget_by_decay_past_budget(monkeypatch, past):
+    """At 1 s a step and a 100 s budget, the budget ends at step 100; the decay is planned to end
+    decay_past_budget past it (capped by train.steps)."""
+    from types import SimpleNamespace
+
+    from vidgan.config import TrainConfig
+    from vidgan.training import loop
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(loop.time, "monotonic", lambda: clock["now"])
+    for steps, expected in ((10**6, round(100 * (1 + past))), (105, min(105, round(100 * (1 + past))))):
+        tc = TrainConfig(steps=steps, time_budget=100.0, lr_schedule="cosine", decay_past_budget=past)
+        task = SimpleNamespace(
+            cfg=SimpleNamespace(train=tc), ctx=SimpleNamespace(info=SimpleNamespace(world=1, device="cpu")), schedule_steps=None
+        )
+        horizon, said = loop._Horizon(task, 0, t_start=0.0), None
+        for step in range(1, 40):
+            clock["now"] = float(step)
+            said = horizon(step) or said
+            if said:
+                break
+        assert task.schedule_steps == expected, (past, steps, task.schedule_steps)
+        assert "budget ends near step 100" in said

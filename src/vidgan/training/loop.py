@@ -146,10 +146,11 @@ def _start(cfg: RunConfig, run_dir: str | Path, resume: bool, device: str | None
 
 
 class _Horizon:
-    """A decaying learning-rate schedule in a run that stops on its time budget ends where the budget
-    does: after `measured` steps (past `warm` warm-up steps) the step time predicts the last step,
-    and the schedule runs to it (capped by train.steps; rank 0's prediction on every rank). The
-    prediction is saved with each checkpoint, so a resumed run continues the same schedule."""
+    """A decaying learning-rate schedule in a run that stops on its time budget is planned from where
+    the budget ends: after `measured` steps (past `warm` warm-up steps) the step time predicts the
+    last step, and the schedule runs to train.decay_past_budget past it (capped by train.steps; rank
+    0's prediction on every rank). The prediction is saved with each checkpoint, so a resumed run
+    continues the same schedule."""
 
     def __init__(self, task: Task, step: int, t_start: float, warm: int = 5, measured: int = 20):
         self.task, self.t_start, self.warm_at, self.end_at = task, t_start, step + warm, step + warm + measured
@@ -165,11 +166,15 @@ class _Horizon:
         tc, info = self.task.cfg.train, self.task.ctx.info
         per_step = (now - self.t_warm) / (self.end_at - self.warm_at)
         left = max(0.0, tc.time_budget - (now - self.t_start))
-        end = torch.tensor([min(tc.steps, step + max(1, round(left / max(per_step, 1e-9))))], dtype=torch.float64, device=info.device)
+        budget_end = step + max(1, round(left / max(per_step, 1e-9)))
+        end = torch.tensor([min(tc.steps, round(budget_end * (1 + tc.decay_past_budget)))], dtype=torch.float64, device=info.device)
         if info.world > 1:
             dist.broadcast(end, 0)
         self.task.schedule_steps = int(end.item())
-        return f"{tc.lr_schedule} learning-rate schedule to step {self.task.schedule_steps} (where the time budget ends at {per_step:.2f} s a step)"
+        return (
+            f"{tc.lr_schedule} learning-rate schedule to step {self.task.schedule_steps} (the time budget ends near step "
+            f"{budget_end} at {per_step:.2f} s a step; the decay is planned {tc.decay_past_budget:.0%} past it)"
+        )
 
 
 class _Reporter:
