@@ -141,13 +141,15 @@ class TrainConfig(_Strict):
     lr_d: Rate = 2e-4
     betas: tuple[Fraction, Fraction] = (0.5, 0.999)
     ema_beta: Fraction = 0.999
-    # constant, linear or cosine: decay to 0 at `steps`, or where `time_budget` ends when that comes first
-    # (predicted from the step time after 25 steps and saved with the checkpoints)
+    # constant, linear or cosine: decay to 0 at `steps`, or (with `time_budget`) `decay_past_budget` past
+    # where the budget ends when that comes first (predicted from the step time after 25 steps and saved
+    # with the checkpoints)
     lr_schedule: str = "constant"
     # With a time budget, a decay is planned to end this fraction past where the budget ends, so the
     # last steps still learn (cosine: 4% of the rate left at the end). On Moving MNIST (ctvgan's sprites
     # recipe, 600 s, held-out fd) runs whose decay ended at or before the budget's end scored 54.8, 63.5
-    # and 69.8; runs whose decay would have ended 7-15% past it 40.9, 42.7 and 46.9 (README).
+    # and 69.8; runs whose decay would have ended 7-15% past it 40.9, 42.7 and 46.9; with this setting
+    # 35.7 and 52.6 (seeds 0 and 1; README).
     decay_past_budget: Weight = 0.15
     warmup_steps: NonNegative = 0  # linear learning-rate warm-up
     seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
@@ -251,7 +253,7 @@ RECIPES: dict[str, dict] = {
     # sprites half the frame wide once per clip, from its own content code, and motion only moves them;
     # MSGAN's mode-seeking term keeps different noise drawing different things; D 32 wide judging 2
     # frames per clip. 600 s on Moving MNIST against held-out digits (README, "Which model?"):
-    # fd_effnet256 62.7 over 3 benchmark runs against 78.7 for the small preset's per-frame recipe
+    # fd_effnet256 44.2 over 2 benchmark runs against 78.7 for the small preset's per-frame recipe
     # (41.8 against 63.3 in screens); on natural video (sample-clips 64 px) 478.8 against 336.0: its
     # backdrop is smooth, so use it for such data only.
     "sprites": {
