@@ -86,3 +86,46 @@ def test_two_node_rendezvous_on_localhost(mnist_data, tmp_path):
     written = [r for r in runs if (r / "log.jsonl").exists()]
     assert len(written) == 1  # exactly one process was rank 0
     assert [x["step"] for x in Run(written[0]).read_log()] == [1, 2, 3]
+
+
+def _plan_on_rank(rank: int, world: int, port: int, out: str) -> None:
+    """One rank of the _Horizon test: its clock runs `rank + 1` s a step, so alone each rank would
+    plan a different end."""
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+
+    from vidgan.config import TrainConfig
+    from vidgan.training import loop
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        clock = {"now": 0.0}
+        loop.time.monotonic = lambda: clock["now"]
+        tc = TrainConfig(steps=10**6, time_budget=100.0, lr_schedule="cosine", decay_past_budget=0.15)
+        task = SimpleNamespace(
+            cfg=SimpleNamespace(train=tc), ctx=SimpleNamespace(info=SimpleNamespace(world=world, device="cpu")), schedule_steps=None
+        )
+        horizon = loop._Horizon(task, 0, t_start=0.0)
+        for step in range(1, 40):
+            clock["now"] = float(step * (rank + 1))
+            if horizon(step):
+                break
+        with open(f"{out}/rank{rank}.txt", "w") as f:
+            f.write(str(task.schedule_steps))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_rank_plans_rank_0s_schedule_end(tmp_path):
+    """Ranks that measure different step times still decay their learning rates to the same step:
+    rank 0's (1 s a step: the 100 s budget ends at step 100, the decay 15% later), not rank 1's (2 s)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_plan_on_rank, args=(2, port, str(tmp_path)), nprocs=2)
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)] == ["115", "115"]
