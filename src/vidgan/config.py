@@ -253,7 +253,7 @@ RECIPES: dict[str, dict] = {
     # sprites half the frame wide once per clip, from its own content code, and motion only moves them;
     # MSGAN's mode-seeking term keeps different noise drawing different things; D 32 wide judging 2
     # frames per clip. 600 s on Moving MNIST against held-out digits (README, "Which model?"):
-    # fd_effnet256 44.2 over 2 benchmark runs against 78.7 for the small preset's per-frame recipe
+    # fd_effnet256 44.2 over 2 benchmark runs against 61.4 for the small preset's per-frame recipe
     # (41.8 against 63.3 in screens); on natural video (sample-clips 64 px) 478.8 against 336.0: its
     # backdrop is smooth, so use it for such data only.
     "sprites": {
