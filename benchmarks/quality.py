@@ -37,18 +37,13 @@ PAPER = {"model.name": "videogan", "loss.name": "nonsat", "loss.penalty": "none"
          "train.lr_g": 2e-4, "train.lr_d": 2e-4, "train.betas": [0.5, 0.999], "train.precision": "fp32", "train.batch_size": 64}  # fmt: skip
 
 
-def mean_speed(run: Path) -> float:
-    from vidgan.run import Run
-
-    return Run(run).mean_speed()
-
-
 def child(args) -> None:
     """Train one row for --budget seconds; print {"steps", "clips_per_s"} as the last line."""
     import torch
 
     torch.set_num_threads(args.threads)
     from vidgan.config import load_config, recipe_overrides
+    from vidgan.run import Run
     from vidgan.training.loop import train
 
     quiet = {"progress": False, "log": lambda s: None}
@@ -58,13 +53,13 @@ def child(args) -> None:
         train(load_config(args.preset, base | {"model.name": "vqvae", "train.time_budget": args.budget / 2}), vq, **quiet)
         overrides = base | {"model.name": "videogpt", "vq.vqvae_run": str(vq), "train.time_budget": args.budget / 2}
         result = train(load_config(args.preset, overrides), prior, **quiet)
-        print(json.dumps({"steps": result.step, "clips_per_s": mean_speed(prior), "run": str(prior)}))
+        print(json.dumps({"steps": result.step, "clips_per_s": Run(prior).mean_speed(), "run": str(prior)}))
         return
     preset, overrides = ("64px", PAPER) if args.row == "videogan-paper" else (args.preset, {"model.name": args.row})
     if args.row == "ctvgan-sprites":
         overrides = recipe_overrides("sprites")
     result = train(load_config(preset, base | overrides | {"train.time_budget": args.budget}), args.run, **quiet)
-    print(json.dumps({"steps": result.step, "clips_per_s": mean_speed(Path(args.run)), "run": str(args.run)}))
+    print(json.dumps({"steps": result.step, "clips_per_s": Run(args.run).mean_speed(), "run": str(args.run)}))
 
 
 def split_videos(files: list[Path], out: Path, share: float = 0.75) -> tuple[Path, Path]:

@@ -22,12 +22,6 @@ import time
 from pathlib import Path
 
 
-def mean_speed(run: Path) -> float:
-    from vidgan.run import Run
-
-    return Run(run).mean_speed()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--budget", type=float, default=600.0, help="training seconds per model (two-stage: both stages together)")
@@ -55,6 +49,7 @@ def main() -> None:
     from vidgan.metrics.sources import ArraySource, DatasetSource
     from vidgan.models.vqvae import psnr
     from vidgan.pipeline import VideoPipeline
+    from vidgan.run import Run
     from vidgan.training.loop import train
     from vidgan.training.two_stage import load_vqvae
 
@@ -81,7 +76,7 @@ def main() -> None:
         recon = torch.cat([model.decode(codes[i : i + 32]) for i in range(0, len(codes), 32)])
     row |= {
         "vq_steps": result.step,
-        "vq_clips_per_s": mean_speed(work / "vq"),
+        "vq_clips_per_s": Run(work / "vq").mean_speed(),
         "psnr_heldout": psnr(held, recon),
         "codes_used": int(len(codes.unique())),
         "codebook_size": cfg.vq.codebook_size,
@@ -100,7 +95,7 @@ def main() -> None:
         },
     )
     result = train(cfg, work / "prior", **quiet)
-    row |= {"prior_steps": result.step, "prior_clips_per_s": mean_speed(work / "prior"), "prior_loss": result.loss}
+    row |= {"prior_steps": result.step, "prior_clips_per_s": Run(work / "prior").mean_speed(), "prior_loss": result.loss}
 
     pipe = VideoPipeline.from_pretrained(work / "prior")
     timings = {}
@@ -123,7 +118,7 @@ def main() -> None:
         fake = VideoPipeline.from_pretrained(work / "gan")(n=args.n, seed=123)
         gan = {
             "steps": result.step,
-            "clips_per_s": mean_speed(work / "gan"),
+            "clips_per_s": Run(work / "gan").mean_speed(),
             "fd_effnet": compute(ArraySource(fake), DatasetSource(held_dir), options).records[0]["value"],
         }
 

@@ -89,30 +89,19 @@ def test_two_node_rendezvous_on_localhost(mnist_data, tmp_path):
 
 
 def _plan_on_rank(rank: int, world: int, port: int, out: str) -> None:
-    """One rank of the _Horizon test: its clock runs `rank + 1` s a step, so alone each rank would
-    plan a different end."""
-    from types import SimpleNamespace
-
+    """One rank of the test below: its clock runs `rank + 1` s a step, so alone each rank would plan
+    a different end."""
     import torch.distributed as dist
 
+    from helpers import planned_schedule_end
     from vidgan.config import TrainConfig
-    from vidgan.training import loop
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        clock = {"now": 0.0}
-        loop.time.monotonic = lambda: clock["now"]
         tc = TrainConfig(steps=10**6, time_budget=100.0, lr_schedule="cosine", decay_past_budget=0.15)
-        task = SimpleNamespace(
-            cfg=SimpleNamespace(train=tc), ctx=SimpleNamespace(info=SimpleNamespace(world=world, device="cpu")), schedule_steps=None
-        )
-        horizon = loop._Horizon(task, 0, t_start=0.0)
-        for step in range(1, 40):
-            clock["now"] = float(step * (rank + 1))
-            if horizon(step):
-                break
+        end, _ = planned_schedule_end(tc, seconds_per_step=rank + 1.0, world=world)
         with open(f"{out}/rank{rank}.txt", "w") as f:
-            f.write(str(task.schedule_steps))
+            f.write(str(end))
     finally:
         dist.destroy_process_group()
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import tiny_config
+from helpers import planned_schedule_end, tiny_config
 from vidgan.data.clips import ClipDataset
 from vidgan.metrics.pixel_stats import pixel_statistics_distance
 from vidgan.pipeline import VideoPipeline
@@ -223,26 +223,13 @@ def test_mean_speed_leaves_out_the_warm_up_record(tmp_path):
 
 
 @pytest.mark.parametrize("past", [0.0, 0.15])
-def test_a_decay_is_planned_past_the_budget_by_decay_past_budget(monkeypatch, past):
+def test_a_decay_is_planned_past_the_budget_by_decay_past_budget(past):
     """At 1 s a step and a 100 s budget, the budget ends at step 100; the decay is planned to end
     decay_past_budget past it (capped by train.steps)."""
-    from types import SimpleNamespace
-
     from vidgan.config import TrainConfig
-    from vidgan.training import loop
 
-    clock = {"now": 0.0}
-    monkeypatch.setattr(loop.time, "monotonic", lambda: clock["now"])
     for steps, expected in ((10**6, round(100 * (1 + past))), (105, min(105, round(100 * (1 + past))))):
         tc = TrainConfig(steps=steps, time_budget=100.0, lr_schedule="cosine", decay_past_budget=past)
-        task = SimpleNamespace(
-            cfg=SimpleNamespace(train=tc), ctx=SimpleNamespace(info=SimpleNamespace(world=1, device="cpu")), schedule_steps=None
-        )
-        horizon, said = loop._Horizon(task, 0, t_start=0.0), None
-        for step in range(1, 40):
-            clock["now"] = float(step)
-            said = horizon(step) or said
-            if said:
-                break
-        assert task.schedule_steps == expected, (past, steps, task.schedule_steps)
+        end, said = planned_schedule_end(tc)
+        assert end == expected, (past, steps, end)
         assert "budget ends near step 100" in said
