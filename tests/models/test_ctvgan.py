@@ -116,6 +116,37 @@ def test_layers_move_what_was_drawn_without_redrawing_it(size):
     assert 0 < backdrop.max() < 0.2  # drawn sharp, the dot would add 2 (black to white)
 
 
+def test_layers_start_moving_at_the_pace_of_objects_in_video():
+    """Untrained layers drift a few pixels a frame, not across the frame: started at half a frame per
+    frame, the drift never slowed to Moving MNIST's 1.8 px in 32 within a 600 s run (README)."""
+    from vidgan.models.moving_layers import LayeredMotion
+
+    torch.manual_seed(0)
+    move = LayeredMotion(layers=2, channels=1, motion_dim=32, feature_dim=48, size=0.5)
+    code = torch.randn(512, 32)
+    times = torch.arange(16.0).expand(512, -1)
+    line = move.start(code)[:, None] + move.drift(code)[:, None] * times[..., None]  # before the walls
+    pixels_per_frame = (line[:, 1:] - line[:, :-1]).unflatten(-1, (2, 2)).norm(dim=-1) * 16  # 32-pixel frame
+    assert 0.5 < pixels_per_frame.median() < 4.0
+
+
+def test_runs_saved_with_the_old_velocity_generate_the_same_motion():
+    """Checkpoints from before "drift" hold it as "velocity" with lr_mul 0.1; they load to the same map."""
+    from vidgan.models.layers import EqualLinear
+    from vidgan.models.moving_layers import LayeredMotion
+
+    torch.manual_seed(0)
+    old = EqualLinear(8, 4, lr_mul=0.1)
+    with torch.no_grad():
+        old.bias.normal_()
+    move = LayeredMotion(layers=2, channels=1, motion_dim=8, feature_dim=6, size=0.5)
+    state = {k: v for k, v in move.state_dict().items() if not k.startswith("drift.")}
+    state |= {"velocity.weight": old.weight.detach(), "velocity.bias": old.bias.detach()}
+    move.load_state_dict(state)
+    code = torch.randn(5, 8)
+    torch.testing.assert_close(move.drift(code), old(code))
+
+
 def test_own_layer_codes_draw_each_layer_by_itself():
     """With own codes, the second layer's content noise changes the second layer only."""
     torch.manual_seed(0)
