@@ -266,6 +266,8 @@ RECIPES: dict[str, dict] = {
         "model.sparse_frames": 2,
         "loss.penalty_weight": 1.0,
         "loss.mode_seeking": 0.05,
+        "train.lr_g": 0.001,
+        "train.lr_d": 0.004,
     },  # fmt: skip
 }
 
