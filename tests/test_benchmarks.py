@@ -27,9 +27,26 @@ def test_quality_benchmark_end_to_end(tmp_path):
         assert t["fd"] > 0 and 0 <= t["precision"] <= 1 and 0 <= t["recall"] <= 1, (dataset, row, t)
         if row != "floor":
             assert t["steps"] >= 1 and t["clips_per_s"] > 0
+    assert table["moving-mnist", "floor"]["pace"] > 0.3  # Moving MNIST's digits move (about 1.2 px a frame at 32 px)
     # (at 8 clips and 2 s of training the distances are noise: which row wins is not tested here)
     assert all(t["n_real"] >= 8 for t in result["rows"] if t["dataset"] == "moving-mnist")
     assert "x floor" in proc.stdout and "ctvgan" in proc.stdout
+
+
+def test_quality_pace_is_how_far_the_clips_centre_of_brightness_moves_a_frame():
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("quality", BENCHMARKS / "quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    clips = np.zeros((2, 6, 32, 32, 3), np.uint8)
+    for t in range(6):  # clip 0: a block moving 3 px right and 4 px down a frame; clip 1 still
+        clips[0, t, 2 + 4 * t : 5 + 4 * t, 1 + 3 * t : 4 + 3 * t] = 200
+        clips[1, t, 10:14, 10:14] = 90
+    assert quality.pace(clips) == pytest.approx((5.0 + 0.0) / 2, abs=1e-3)
+    assert quality.pace(clips[1:]) == pytest.approx(0.0, abs=1e-4)
 
 
 @pytest.mark.slow

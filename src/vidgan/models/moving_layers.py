@@ -21,7 +21,7 @@ class LayeredMotion(nn.Module):
 
     The image network draws, once per clip, a backdrop (kept smooth) and `layers` layers with an alpha
     channel, frame-sized or, with `size` < 1, sprites that fraction of the frame wide. Each layer moves in a straight line from a random start at a random
-    velocity (both from the clip's first motion code), bouncing off walls at a learned distance from
+    drift per frame (both from the clip's first motion code), bouncing off walls at a learned distance from
     the centre (`fold`), plus a bounded learned offset from the motion features at time t (zero at the
     start). Frames are the layers translated to their positions at t and composited over the backdrop,
     the first layer in front. A frame depends on (z, t) alone, as with the other syntheses.
