@@ -252,10 +252,11 @@ RECIPES: dict[str, dict] = {
     # Objects moving over a plain background (Moving MNIST; `vidgan demo`). ctvgan draws each of 2
     # sprites half the frame wide once per clip, from its own content code, and motion only moves them;
     # MSGAN's mode-seeking term keeps different noise drawing different things; D 32 wide judging 2
-    # frames per clip. 600 s on Moving MNIST against held-out digits (README, "Which model?"):
-    # fd_effnet256 44.2 over 2 benchmark runs against 61.4 for the small preset's per-frame recipe
-    # (41.8 against 63.3 in screens); on natural video (sample-clips 64 px) 478.8 against 336.0: its
-    # backdrop is smooth, so use it for such data only.
+    # frames per clip; learning rates twice the preset's. 600 s on Moving MNIST against held-out digits
+    # (README, "Which model?"): fd_effnet256 26.3 over 2 benchmark runs (precision 0.58, recall 0.23)
+    # against 61.4 for the small preset's per-frame recipe and 115.1 for videogan; on natural video
+    # (sample-clips 64 px, measured before the drift fix) 478.8 against 336.0: its backdrop is smooth, so
+    # use it for such data only.
     "sprites": {
         "model.name": "ctvgan",
         "model.synthesis": "layers",
