@@ -36,8 +36,8 @@ class LayeredMotion(nn.Module):
         # Displacement per frame, starting at about a twentieth of the frame (std 0.1 in [-1, 1] units
         # per axis) and learned at the full rate. It was "velocity", started at 10x that (half a frame per
         # frame) and learned 10x slower (lr_mul 0.1), and stayed there: 600 s sprites runs drew layers
-        # jumping 5 px a frame where Moving MNIST's digits move 1.8 (held-out fd 45.6 and 34.1,
-        # precision 0.04 and 0.11); this way 33.6 and 26.6, precision 0.41 and 0.45 (README).
+        # jumping 5 px a frame where Moving MNIST's digits move 1.8 (held-out fd 35.7 and 52.6,
+        # precision 0.16 and 0.03); this way 33.6 and 26.6, precision 0.41 and 0.45 (README).
         self.drift = EqualLinear(motion_dim, 2 * layers)
         with torch.no_grad():
             self.drift.weight.mul_(0.1)
