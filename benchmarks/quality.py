@@ -100,8 +100,11 @@ def score(clips, held_dir: Path, args, cache: Path) -> dict:
     n = args.eval_n
     metrics = f"fd_effnet{n}_{args.frames}f,kd_effnet{n}_{args.frames}f,pr{n}_{args.frames}f"
     options = EvalOptions(metrics=metrics, effnet_size=args.effnet_size, progress=False, cache_dir=cache)
-    source = DatasetSource(clips) if isinstance(clips, Path) else ArraySource(clips)
-    array = clips if not isinstance(clips, Path) else source.load(source.plan(n, args.frames, 0), args.frames, source.resolution)
+    if isinstance(clips, Path):  # a prepared folder (the floor row): n of its clips (seed 0) for the pace
+        source = DatasetSource(clips)
+        array = source.load(source.plan(n, args.frames, 0), args.frames, source.resolution)
+    else:
+        source, array = ArraySource(clips), clips
     out = {"pace": pace(array)}
     for r in compute(source, DatasetSource(held_dir), options).records:
         name = r["metric"]  # fd_effnet256_16f, kd_effnet256_16f, pr256_16f_precision, ... (+ _112px at other sizes)
