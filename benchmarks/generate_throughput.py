@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     from vidgan.config import RunConfig, load_config
     from vidgan.models.registry import build_model
     from vidgan.pipeline import VideoPipeline
-    from vidgan.training import speed
+    from vidgan.training import matmul_convs, speed
 
     if args.device == "cpu":
         torch.set_num_threads(THREADS)
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     dtype = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
 
     def fast():
-        with torch.autocast(device.type, dtype=dtype), speed.MatmulConvs() if device.type == "cpu" else contextlib.nullcontext():
+        with torch.autocast(device.type, dtype=dtype), matmul_convs.MatmulConvs() if device.type == "cpu" else contextlib.nullcontext():
             return fast_pipe(n=args.n, seed=0, batch_size=args.batch)
 
     fns = {"pipeline fp32": lambda: pipe(n=args.n, seed=0, batch_size=args.batch), f"{str(dtype)[6:]} channels-last": fast}
