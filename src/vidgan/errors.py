@@ -17,7 +17,7 @@ import typer
 
 USER_ERRORS = [
     ("vidgan.data.video_io", "VideoError"),
-    ("vidgan.data.prepare", "PrepareError"),
+    ("vidgan.data.sources", "PrepareError"),
     ("vidgan.data.clips", "DatasetError"),
     ("vidgan.data.builtin", "BuiltinDataError"),
     ("vidgan.run", "RunDirError"),

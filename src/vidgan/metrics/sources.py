@@ -106,7 +106,7 @@ class FolderSource(Source):
     kind = "folder"
 
     def __init__(self, path, size: int | None = None):
-        from vidgan.data.prepare import scan_sources
+        from vidgan.data.sources import scan_sources
 
         root = Path(path)
         self.path = str(root)
