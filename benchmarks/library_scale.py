@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidgan.data.video_io import write_video
+from vidgan.data.video_write import write_video
 from vidgan.library.catalog import Library
 from vidgan.library.ingest import Ingester
 from vidgan.library.queries import ClipQuery, count_clips, find_clips

@@ -65,7 +65,8 @@ def child(args) -> None:
 
 def split_videos(files: list[Path], out: Path, share: float = 0.75) -> tuple[Path, Path]:
     """Each video's first `share` of frames into out/train/, the rest into out/heldout/ (lossless-enough mp4)."""
-    from vidgan.data.video_io import probe, read_video, write_video
+    from vidgan.data.video_io import probe, read_video
+    from vidgan.data.video_write import write_video
 
     for f in files:
         frames, fps = read_video(f), probe(f).fps or 25.0

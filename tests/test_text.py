@@ -10,7 +10,7 @@ from vidgan import text as text_module
 from vidgan.cli import app
 from vidgan.data.clips import ClipDataset
 from vidgan.data.prepare import PrepareSettings, prepare
-from vidgan.data.video_io import write_video
+from vidgan.data.video_write import write_video
 from vidgan.pipeline import VideoPipeline
 from vidgan.text import TextEncoder, TextModelError, embed_captions
 from vidgan.training.loop import train

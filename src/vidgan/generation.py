@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidgan.data.video_io import write_video
+from vidgan.data.video_write import write_video
 from vidgan.library.ingest import IngestResult
 from vidgan.library.provenance import generation_records, ingest_generated
 from vidgan.pipeline import VideoPipeline, load_image, save_clips

@@ -282,7 +282,7 @@ FORMATS = ("mp4", "gif", "webm", "png")
 def save_clips(pipe: VideoPipeline, clips: np.ndarray, out: str | Path, fmt: str = "mp4", grid: bool = True) -> list[Path]:
     """Write each clip as OUT/clip_00000.FMT and, with `grid`, the grid.gif / grid.mp4 previews.
     (vidgan.generation writes the generated.json that says what they are.)"""
-    from vidgan.data.video_io import write_grid, write_video
+    from vidgan.data.video_write import write_grid, write_video
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")

@@ -9,7 +9,8 @@ import pytest
 from vidgan.data import prepare as prep
 from vidgan.data.clips import ClipDataset, DatasetError
 from vidgan.data.prepare import PrepareError, PrepareSettings, cut_clips, prepare
-from vidgan.data.video_io import read_video, write_video
+from vidgan.data.video_io import read_video
+from vidgan.data.video_write import write_video
 
 
 def moving_video(n_frames, h=40, w=48, seed=0):

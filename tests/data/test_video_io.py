@@ -1,4 +1,4 @@
-"""video_io: round trips per format, resizing, resampling, frame folders, errors, grids, model layout.
+"""video_io and video_write: round trips per format, resizing, resampling, frame folders, errors, grids, model layout.
 
 Every fixture makes its own tiny video: smooth gradients or flat colours, so that lossy
 codecs stay within a few levels and the tolerances below mean something.
@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vidgan.data.video_io import VideoError, iter_frames, make_grid, probe, read_video, to_model, to_uint8, write_grid, write_video
+from vidgan.data.video_io import VideoError, iter_frames, probe, read_video, to_model, to_uint8
+from vidgan.data.video_write import make_grid, write_grid, write_video
 
 T, H, W = 20, 40, 48
 

@@ -18,7 +18,7 @@ import pytest
 
 from vidgan.config import load_config
 from vidgan.data.clips import ClipDataset
-from vidgan.data.video_io import write_video
+from vidgan.data.video_write import write_video
 
 
 def _postgres_bin() -> Path:

@@ -5,7 +5,7 @@ import zipfile
 
 from typer.testing import CliRunner
 
-from vidgan.data.video_io import write_video
+from vidgan.data.video_write import write_video
 from vidgan.library.cli import app
 
 runner = CliRunner()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vidgan.data.video_io import read_video, write_video
+from vidgan.data.video_io import read_video
+from vidgan.data.video_write import write_video
 from vidgan.library import ingest
 from vidgan.library.catalog import Library
 from vidgan.library.hashing import frames_hash, perceptual_hash, phash_distance, sha256_file

@@ -175,7 +175,7 @@ def test_fvd_with_user_weights_and_n_in_the_name(tiny_run, mnist_data, tmp_path)
 
 def test_folders_and_datasets_on_either_side(tiny_run, mnist_data, tmp_path):
     from vidgan.data.clips import ClipDataset
-    from vidgan.data.video_io import write_video
+    from vidgan.data.video_write import write_video
     from vidgan.generation import generate
     from vidgan.metrics.evaluate import EvalOptions
     from vidgan.metrics.evaluate import evaluate as run_evaluate

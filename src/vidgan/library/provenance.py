@@ -13,7 +13,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from vidgan.data.video_io import iter_frames, write_video
+from vidgan.data.video_io import iter_frames
+from vidgan.data.video_write import write_video
 from vidgan.library.catalog import Library
 from vidgan.library.hashing import digest_frames, frames_hash, sha256_file
 from vidgan.library.ingest import DEFAULT_THRESHOLD, Ingester, IngestResult
@@ -102,7 +103,7 @@ def generation_records(
         "settings": {
             "call": call,
             "format": fmt,
-            "writer": "vidgan.data.video_io.write_video(quality='high')",
+            "writer": "vidgan.data.video_write.write_video(quality='high')",
             "fps": pipe.fps,
             "device": str(device),
             "torch": torch.__version__,

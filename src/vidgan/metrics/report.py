@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidgan.data.video_io import write_grid, write_video
+from vidgan.data.video_write import write_grid, write_video
 from vidgan.metrics.precision_recall import kth_neighbour_radii, nearest_neighbours
 
 GRID_CLIPS, NEIGHBOURS = 8, 4

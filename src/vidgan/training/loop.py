@@ -31,7 +31,8 @@ from tqdm import tqdm
 from vidgan.conditioning import caption_embeddings
 from vidgan.config import RunConfig
 from vidgan.data.clips import ClipDataset
-from vidgan.data.video_io import to_uint8, write_grid
+from vidgan.data.video_io import to_uint8
+from vidgan.data.video_write import write_grid
 from vidgan.health import DivergenceWatch, weights_problem
 from vidgan.metrics.evaluate import TrainingEval, score_line
 from vidgan.models.registry import model_kind
