@@ -88,7 +88,9 @@ def train(
     ),
     loss: str | None = typer.Option(None, help="nonsat, hinge, wgan or lsgan"),
     penalty: str | None = typer.Option(None, help="none, r1 or gp (WGAN-GP)"),
-    aug: str | None = typer.Option(None, help='DiffAugment policy for small datasets, e.g. "color,translation,cutout"'),
+    aug: str | None = typer.Option(
+        None, help='DiffAugment policy for small datasets, e.g. "color,translation,cutout"; "auto": that one below 1,000 clips, none above'
+    ),
     condition: str | None = typer.Option(None, help="none, class (folder labels), text (captions) or first-frame (image-to-video)"),
     steps: int | None = typer.Option(None, min=1, help="total training steps"),
     batch_size: int | None = typer.Option(None, min=1, help="global batch size (split across torchrun processes)"),

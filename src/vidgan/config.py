@@ -88,7 +88,9 @@ class LossConfig(_Strict):
     penalty: str = "none"  # "r1" (on real clips) or "gp" (WGAN-GP, on interpolates)
     penalty_weight: Weight = 10.0  # gamma for R1 (applied as gamma/2), lambda for GP
     penalty_every: Positive = 1  # lazy regularisation: every N D steps, weighted by N
-    augment: str = ""  # DiffAugment policy for real and fake clips, e.g. "color,translation,cutout"
+    # DiffAugment policy for real and fake clips, e.g. "color,translation,cutout"; "auto": that policy for
+    # training sets of fewer than 1,000 clips, none for larger ones (vidgan.training.augment.resolve_policy)
+    augment: str = ""
     # L1 sparsity prior on what a model reports as its mask: videogan-2stream's foreground mask (the
     # paper used 0.1); ctvgan "layers": the layers' alpha (transparent wherever nothing is drawn)
     mask_l1: Weight = 0.0

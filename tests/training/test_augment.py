@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vidgan.training.augment import AUGMENTATIONS, augment
+from vidgan.training.augment import AUGMENTATIONS, AUTO_POLICY, SMALL_DATASET_CLIPS, augment, resolve_policy
 
 ALL = "color,translation,cutout"
 POLICIES = ["color", "translation", "cutout", ALL]
@@ -116,3 +116,31 @@ def test_empty_and_unknown_policies():
         augment(x, "color,flip")
     out = augment(x)  # default policy, global RNG
     assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_auto_policy_augments_small_datasets_only():
+    assert resolve_policy("auto", 124) == AUTO_POLICY == ALL
+    assert resolve_policy("auto", SMALL_DATASET_CLIPS - 1) == ALL
+    assert resolve_policy("auto", SMALL_DATASET_CLIPS) == ""
+    assert resolve_policy("translation", 10) == "translation" and resolve_policy("", 10) == ""  # named policies as given
+    with pytest.raises(ValueError, match="training clips"):
+        resolve_policy("auto", None)
+
+
+def test_a_run_with_auto_augment_uses_the_policy_its_data_size_picks(mnist_data, tmp_path, monkeypatch):
+    from helpers import tiny_config
+    from vidgan.training import augment as augment_module
+    from vidgan.training.gan import StepSettings
+    from vidgan.training.loop import train
+
+    used = []
+    original = StepSettings.aug
+    monkeypatch.setattr(StepSettings, "aug", lambda self, x: used.append(self.augment) or original(self, x))
+    for limit, expected in ((10**6, ALL), (1, "none")):  # mnist_data is far below 10**6 clips and above 1
+        monkeypatch.setattr(augment_module, "SMALL_DATASET_CLIPS", limit)
+        lines, used[:] = [], []
+        train(
+            tiny_config(mnist_data, **{"train.steps": 1, "loss.augment": "auto"}), tmp_path / str(limit), progress=False, log=lines.append
+        )
+        assert f"augment: auto -> {expected} (" in "\n".join(lines)
+        assert used and set(used) == {"" if expected == "none" else ALL}  # what the step applied

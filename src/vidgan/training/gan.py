@@ -28,7 +28,7 @@ from vidgan.models.layers import Condition, standardise_text
 from vidgan.models.registry import build_model
 from vidgan.run import load_weights
 from vidgan.training import checkpoint as ckpt
-from vidgan.training.augment import augment
+from vidgan.training.augment import augment, resolve_policy
 from vidgan.training.common import BatchOrder, LoopContext, Task, ema_beta, ema_update, standing_statistics, stream_seed
 from vidgan.training.losses import PENALTIES, get_loss, gradient_penalty, mode_seeking, r1_penalty
 from vidgan.training.speed import Compiler, StepPrecision, fp32_batch_statistics, make_adam, resolve_speed, to_channels_last
@@ -50,10 +50,12 @@ class StepSettings:
     mode_seeking: float = 0.0
 
     @classmethod
-    def from_config(cls, loss: LossConfig, seed: int) -> StepSettings:
+    def from_config(cls, loss: LossConfig, seed: int, clips: int | None = None) -> StepSettings:
+        """clips: how many training clips there are (what loss.augment "auto" decides by)."""
         if loss.penalty not in PENALTIES:
             raise ValueError(f"unknown penalty {loss.penalty!r}; choose one of {', '.join(PENALTIES)}")
-        augment(torch.zeros(1, 1, 1, 8, 8), loss.augment)  # an unknown policy fails now, not at step 1
+        policy = resolve_policy(loss.augment, clips)
+        augment(torch.zeros(1, 1, 1, 8, 8), policy)  # an unknown policy fails now, not at step 1
         d_loss, g_loss = get_loss(loss.name)
         return cls(
             d_loss,
@@ -62,7 +64,7 @@ class StepSettings:
             loss.penalty,
             loss.penalty_weight,
             loss.penalty_every,
-            loss.augment,
+            policy,
             torch.Generator().manual_seed(seed + 3),
             loss.mask_l1,
             loss.mode_seeking,
@@ -237,7 +239,9 @@ class GANTask(Task):
         self.opt_g = make_adam(G.parameters(), tc.lr_g, tc.betas, self.plan)
         self.opt_d = make_adam(D.parameters(), tc.lr_d, tc.betas, self.plan)
         self.prec = StepPrecision(self.plan)
-        self.settings = StepSettings.from_config(cfg.loss, tc.seed)
+        self.settings = StepSettings.from_config(cfg.loss, tc.seed, clips=len(ctx.data))
+        if cfg.loss.augment.strip() == "auto" and info.is_main:
+            ctx.log(f"augment: auto -> {self.settings.augment or 'none'} ({len(ctx.data)} training clips)")
         self.sparse = getattr(D, "k", None)  # frames per clip D judges (None: the whole clip)
         self.noise = torch.Generator().manual_seed(tc.seed + 1)  # same stream on every rank; each takes its slice
         self.fixed_z = torch.randn(tc.num_samples, G.z_dim, generator=torch.Generator().manual_seed(tc.seed + 2))
