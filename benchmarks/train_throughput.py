@@ -88,7 +88,7 @@ def worker(args) -> None:
         compiler = speed.Compiler(plan.compile, log=lambda s: print(s, file=sys.stderr))
         G_run, D_run = compiler(G), compiler(D)
         what = plan.describe(args.batch // accum)
-    settings = StepSettings.from_config(cfg.loss, 0)
+    settings = StepSettings.from_config(cfg.loss, 0, clips=args.clips)  # the size loss.augment "auto" decides by
     noise = torch.Generator().manual_seed(2)
     steps_done: list[int] = []
 
@@ -176,6 +176,8 @@ class Worker:
                 str(args.accum),
                 "--sparse",
                 str(args.sparse or 0),
+                "--clips",
+                str(args.clips),
             ]
             + (["--compile"] if args.compile else [])
             + (["--recipe", args.recipe] if args.recipe else [])
@@ -227,6 +229,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=4, help="timed steps per path, alternating (default 4)")
     ap.add_argument("--json", metavar="PATH", help="also save the results as JSON")
     ap.add_argument("--sparse", type=int, default=0, help="compare ctvgan judging K frames per clip against all frames (dense)")
+    ap.add_argument(
+        "--clips", type=int, default=4000, help="training-set size a loss.augment of auto decides by (default 4000: vidgan demo's)"
+    )
     ap.add_argument("--recipe", help="with --sparse: ctvgan with this recipe's settings (e.g. sprites, as vidgan demo)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
