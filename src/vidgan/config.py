@@ -73,6 +73,9 @@ class ModelConfig(_Strict):
     # ctvgan synthesis "layers" with layer_size < 1: draw the layers at the frame's resolution and
     # box-filter them down to their size (smooth, anti-aliased edges, as downscaled video has)
     layer_supersample: bool = False
+    # ctvgan synthesis "layers": place the layers at whole pixels (gradients as if placed exactly): a layer
+    # shifted by a fraction of a pixel is resampled, and so blurred; whole-pixel shifts copy it as drawn
+    layer_snap: bool = False
     # Filled from the dataset at train time.
     frames: Positive = 16
     resolution: Positive = 64

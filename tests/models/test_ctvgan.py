@@ -116,6 +116,39 @@ def test_layers_move_what_was_drawn_without_redrawing_it(size):
     assert 0 < backdrop.max() < 0.2  # drawn sharp, the dot would add 2 (black to white)
 
 
+@pytest.mark.parametrize("size", [1.0, 0.5])
+def test_snapped_layers_are_copied_as_drawn_and_still_learn_where_to_go(size):
+    """layer_snap: every frame shows the layer's own pixels (a whole-pixel shift; a fraction of a pixel
+    would blend neighbours, blurring the drawing), within half a pixel of the unsnapped place, and the
+    motion still gets gradients (straight-through)."""
+    from vidgan.models.moving_layers import LayeredMotion
+
+    torch.manual_seed(0)
+    move = LayeredMotion(layers=1, channels=1, motion_dim=4, feature_dim=6, size=size, snap=True)
+    side = int(32 * size)
+    canvas = -torch.ones(2, move.canvas_channels, side, side)
+    canvas[:, 1:, 3:9, 4:7] = 1.0  # an opaque white block, columns 4-6 of the layer
+    canvas[:, 1, 3:9, 4] = 0.0  # with a grey left edge
+    code, times = torch.randn(2, 4), torch.tensor([[0.0, 1.3, 4.7, 9.1]] * 2)
+    features = torch.randn(2, 4, 6)
+    frames = move(canvas, code, features, times)[:, :, 0]  # (B, K, H, W)
+    nearest = torch.stack([(frames - v).abs() for v in (-1.0, 0.0, 1.0)]).min(dim=0).values
+    assert nearest.max() < 1e-4  # only the drawn values: nothing blended
+    move.snap = False
+    assert (move(canvas, code, features, times)[:, :, 0] - frames).abs().max() > 0.1  # sub-pixel shifts blend
+    move.snap = True
+    whole = (frames > 0.5).sum(dim=(2, 3)) == 12  # the block's white part fully in view
+    assert whole.any()
+    grid = torch.arange(32.0) + 0.5
+    white = (frames > 0.5).float()
+    column = (white.sum(dim=2) * grid).sum(-1) / white.sum(dim=(2, 3)).clamp_min(1)  # white columns 5-6: centre 6.0
+    x = move.positions(code, features, times)[..., 0, 0]  # the unsnapped centre, [-1, 1] units
+    unsnapped = 16 + x * 16 - side / 2 + 6.0
+    assert ((column - unsnapped).abs() <= 0.5 + 1e-3)[whole].all()
+    frames.square().mean().backward()
+    assert move.start.weight.grad.abs().sum() > 0 and move.drift.weight.grad.abs().sum() > 0
+
+
 def test_layers_start_moving_at_the_pace_of_objects_in_video():
     """Untrained layers drift a few pixels a frame, not across the frame: started at half a frame per
     frame, the drift never slowed to Moving MNIST's 1.8 px in 32 within a 600 s run (README)."""

@@ -178,7 +178,9 @@ class Generator(nn.Module):
                     f"model.layer_size {cfg.layer_size} makes {side:g}-pixel layers in {cfg.resolution}-pixel frames; "
                     "choose a size that gives a power of two >= 4 (e.g. 1.0, 0.5)"
                 )
-            self.layers = LayeredMotion(cfg.moving_layers, cfg.channels, cfg.motion_dim, self.motion.out_dim, cfg.layer_size)
+            self.layers = LayeredMotion(
+                cfg.moving_layers, cfg.channels, cfg.motion_dim, self.motion.out_dim, cfg.layer_size, cfg.layer_snap
+            )
             self.last_mask: torch.Tensor | None = None  # the layers' alpha (B, layers, h, w), for loss.mask_l1
             # with own codes the network draws one layer (and a backdrop) per code; else all layers at once
             drawn = self.layers.canvas_channels if self.codes_per_clip == 1 else 2 * cfg.channels + 1

@@ -16,6 +16,24 @@ def fold(x: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
     return b - (torch.remainder(x + b, 4 * b) - 2 * b).abs()
 
 
+def snap_to_pixels(pos: torch.Tensor, size: float, width: int, height: int) -> torch.Tensor:
+    """Layer centres (..., 2) as (x, y) in [-1, 1] units moved to the nearest place where the layer's
+    pixels fall on the frame's (a whole-pixel shift, which copies the layer as drawn; a fraction of a
+    pixel resamples, and so blurs, it). The gradient is the unsnapped one (straight-through), so
+    training still moves the layers smoothly.
+
+    With align_corners=False a layer of side size (in frame widths) drawn at size * width pixels lines
+    up with the frame's pixels when its centre is (size - 1) plus a whole number of pixels (2 / width).
+
+    Why: resampling at a fraction of a pixel is a blur the clip features see. Moving MNIST's training
+    clips shifted by half a pixel score fd_effnet256 26.2 against held-out digits, 8.2 as they are
+    (precision 0.30 against 0.85): about what 600 s sprites runs scored before they were snapped.
+    """
+    pixel = pos.new_tensor([2.0 / width, 2.0 / height])
+    snapped = (size - 1) + torch.round((pos - (size - 1)) / pixel) * pixel
+    return pos + (snapped - pos).detach()
+
+
 class LayeredMotion(nn.Module):
     """Motion that moves what was drawn instead of redrawing it (ctvgan's synthesis "layers").
 
@@ -24,12 +42,13 @@ class LayeredMotion(nn.Module):
     drift per frame (both from the clip's first motion code), bouncing off walls at a learned distance from
     the centre (`fold`), plus a bounded learned offset from the motion features at time t (zero at the
     start). Frames are the layers translated to their positions at t and composited over the backdrop,
-    the first layer in front. A frame depends on (z, t) alone, as with the other syntheses.
+    the first layer in front. A frame depends on (z, t) alone, as with the other syntheses. With `snap`,
+    layers are placed at whole pixels (`snap_to_pixels`), so every frame shows them as drawn.
     """
 
-    def __init__(self, layers: int, channels: int, motion_dim: int, feature_dim: int, size: float = 1.0):
+    def __init__(self, layers: int, channels: int, motion_dim: int, feature_dim: int, size: float = 1.0, snap: bool = False):
         super().__init__()
-        self.n, self.c, self.size = layers, channels, float(size)
+        self.n, self.c, self.size, self.snap = layers, channels, float(size), snap
         self.canvas_channels = channels + layers * (channels + 1)
         self.alpha_channels = [channels + i * (channels + 1) + channels for i in range(layers)]
         self.start = EqualLinear(motion_dim, 2 * layers)
@@ -86,6 +105,8 @@ class LayeredMotion(nn.Module):
         # (two of four 600 s screens). Anything sharp is on a layer, and so can move.
         background = F.interpolate(F.adaptive_avg_pool2d(canvas[:, :c], 4), size=(H, W), mode="bilinear", align_corners=False)
         pos = self.positions(code, features, times.to(canvas.dtype))  # (B, K, n, 2) as (x, y)
+        if self.snap:
+            pos = snap_to_pixels(pos.float(), self.size, W, H).to(pos.dtype)
         theta = torch.zeros(B * K * self.n, 2, 3, dtype=canvas.dtype, device=canvas.device)
         theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / self.size
         # output pixel p shows the layer's pixel (p - position) / size (frame units; a layer spans size)
