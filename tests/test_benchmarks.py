@@ -49,6 +49,40 @@ def test_quality_pace_is_how_far_the_clips_centre_of_brightness_moves_a_frame():
     assert quality.pace(clips[1:]) == pytest.approx(0.0, abs=1e-4)
 
 
+def test_metric_sensitivity_scores_the_training_clips_with_each_flaw(tmp_path):
+    out = tmp_path / "sens.json"
+    cmd = [sys.executable, str(BENCHMARKS / "metric_sensitivity.py"), "--size", "16", "--frames", "8", "--clips", "16", "--eval-n", "8",
+           "--effnet-size", "32", "--flaws", "as-is,half-pixel,blur-1", "--work", str(tmp_path / "work"), "--json", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["flaw"]: r for r in json.loads(out.read_text())}
+    assert set(rows) == {"as-is", "half-pixel", "blur-1"}
+    assert rows["blur-1"]["fd"] > rows["as-is"]["fd"]  # a blur is never free
+    assert "| moving-mnist | half-pixel |" in proc.stdout
+
+
+def test_metric_sensitivity_flaws_do_what_they_say():
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("sens", BENCHMARKS / "metric_sensitivity.py")
+    sens = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sens)
+    clips = np.zeros((1, 2, 16, 16, 1), np.uint8)
+    clips[..., 6:10, 6:10, :] = 200
+    shifted = sens.degrade(clips, "half-pixel").astype(float)[0, 0, ..., 0]
+    grid = np.arange(16) + 0.5
+    assert (shifted.sum(0) * grid).sum() / shifted.sum() == pytest.approx(7.5, abs=1e-2)  # centre 8.0 -> 7.5 (left)
+    assert (shifted.sum(1) * grid).sum() / shifted.sum() == pytest.approx(7.5, abs=1e-2)  # and up
+    assert shifted.sum() == pytest.approx(float(clips[0, 0].sum()), rel=1e-2)  # moved, not lost
+    blurred = sens.degrade(clips, "blur-1")
+    assert blurred.max() < 200 and int(blurred.sum()) == pytest.approx(int(clips.sum()), rel=1e-2)
+    assert (sens.degrade(clips, "as-is") == clips).all()
+    with pytest.raises(ValueError, match="unknown flaw"):
+        sens.degrade(clips, "sepia")
+
+
 @pytest.mark.slow
 def test_kill_resume_benchmark_kills_and_finishes(tmp_path):
     """Two SIGKILLs at random moments of a tiny run: the run resumes each time and finishes all steps."""

@@ -255,10 +255,11 @@ def _merge(base: dict, extra: dict) -> dict:
 # preset chooses for any data, a recipe chooses for one kind of it.
 RECIPES: dict[str, dict] = {
     # Objects moving over a plain background (Moving MNIST; `vidgan demo`). ctvgan draws each of 2
-    # sprites half the frame wide once per clip, from its own content code, and motion only moves them;
+    # sprites half the frame wide once per clip, from its own content code, and motion only moves them,
+    # by whole pixels (sub-pixel shifts blurred them: 26.3, precision 0.58, recall 0.23 before);
     # MSGAN's mode-seeking term keeps different noise drawing different things; D 32 wide judging 2
     # frames per clip; learning rates twice the preset's. 600 s on Moving MNIST against held-out digits
-    # (README, "Which model?"): fd_effnet256 26.3 over 2 benchmark runs (precision 0.58, recall 0.23)
+    # (README, "Which model?"): fd_effnet256 25.3 over 2 benchmark runs (precision 0.47, recall 0.52)
     # against 61.4 for the small preset's per-frame recipe and 115.1 for videogan; on natural video
     # (sample-clips 64 px, measured before the drift fix) 478.8 against 336.0: its backdrop is smooth, so
     # use it for such data only.
@@ -268,6 +269,7 @@ RECIPES: dict[str, dict] = {
         "model.moving_layers": 2,
         "model.layer_size": 0.5,
         "model.own_layer_codes": True,
+        "model.layer_snap": True,
         "model.d_channels": 32,
         "model.sparse_frames": 2,
         "loss.penalty_weight": 1.0,
