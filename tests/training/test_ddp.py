@@ -18,7 +18,8 @@ TORCHRUN = shutil.which("torchrun")
 
 def _run(args, nproc, extra=()):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    launcher = [TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", *extra] if nproc else [sys.executable]
+    out = args[args.index("--out") + 1]  # torchrun's logs beside the run (by default a new /tmp folder each time)
+    launcher = [TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", f"--log-dir={out}-torchrun", *extra] if nproc else [sys.executable]
     proc = subprocess.run(
         [*launcher, "-m", "vidgan", "train", *args, "--no-progress"], env=env, capture_output=True, text=True, timeout=240
     )
@@ -73,7 +74,20 @@ def test_two_node_rendezvous_on_localhost(mnist_data, tmp_path):
     runs = [tmp_path / f"node{i}" for i in range(2)]
     procs = [
         subprocess.Popen(
-            [TORCHRUN, *common, "-m", "vidgan", "train", str(mnist_data), "--config", str(cfg_path), "--out", str(run), "--no-progress"],
+            [
+                TORCHRUN,
+                *common,
+                f"--log-dir={run}-torchrun",
+                "-m",
+                "vidgan",
+                "train",
+                str(mnist_data),
+                "--config",
+                str(cfg_path),
+                "--out",
+                str(run),
+                "--no-progress",
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
