@@ -92,8 +92,9 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     print(f"\ntraining clips with one flaw vs held-out clips ({args.eval_n} clips, fd/kd_effnet at {args.effnet_size} px, k = 5)")
     print("| dataset | clips | fd_effnet | kd_effnet | precision | recall | x floor |\n|---|---|---|---|---|---|---|")
+    floors = {r["dataset"]: r["fd"] for r in rows if r["flaw"] == "as-is"}
     for r in rows:
-        floor = next(f["fd"] for f in rows if f["dataset"] == r["dataset"] and f["flaw"] == "as-is") if "as-is" in args.flaws else None
+        floor = floors.get(r["dataset"])
         times = f"{r['fd'] / floor:.1f}x" if floor else ""
         print(f"| {r['dataset']} | {r['flaw']} | {r['fd']:.1f} | {r['kd']:.4f} | {r['precision']:.2f} | {r['recall']:.2f} | {times} |")
     if args.json:
