@@ -83,16 +83,17 @@ def test_training_logs_diversity_and_warns_on_collapse(mnist_data, tmp_path, mon
 
     monkeypatch.setattr(loop, "build_model", collapsed_build)
     train(
-        tiny_config(mnist_data, **{"train.steps": 25, "train.warmup_collapse_steps": 0}),
+        tiny_config(mnist_data, **{"train.steps": 25, "train.warmup_collapse_steps": 0, "train.monitor_every": 5}),
         tmp_path / "c",
         progress=False,
         log=messages.append,
     )
     log = Run(tmp_path / "c").read_log()
-    assert all("diversity" in r and "near_duplicates" in r for r in log)
+    assert len(log) == 25  # every step is logged (log_every 1); the monitor runs on the first and every 5th
+    assert [r["step"] for r in log if "diversity" in r and "near_duplicates" in r] == [1, 5, 10, 15, 20, 25]
     assert log[-1]["near_duplicates"] == 1.0
     warned = [m for m in messages if "mode collapse" in m]
-    assert [m.split(":")[0] for m in warned] == ["step 1", "step 21"]  # when it starts, then every 20 logged steps
+    assert [m.split(":")[0] for m in warned] == ["step 1", "step 20"]  # when it starts, then every 4th reading
 
 
 def test_conditional_run_on_a_dataset_smaller_than_the_sample_grid(tmp_path):

@@ -365,9 +365,9 @@ class GANTask(Task):
             return {}, None
         div = diversity(self.samples(), reference_distance=self.real_distance)
         warning = collapse_warning(div, self.real_distance) if step > tc.warmup_collapse_steps else None
-        # Say it when it starts, then every 20th logged step while it lasts: not every line.
+        # Say it when it starts, then every 4th reading while it lasts (every 200 steps by default): not every line.
         self.collapsed_logs = self.collapsed_logs + 1 if warning else 0
-        return div.as_dict() | {"real_diversity": self.real_distance}, warning if self.collapsed_logs % 20 == 1 else None
+        return div.as_dict() | {"real_diversity": self.real_distance}, warning if self.collapsed_logs % 4 == 1 else None
 
     @property
     def eval_generator(self) -> torch.nn.Module:

@@ -197,6 +197,7 @@ class _Reporter:
         )  # fmt: skip
         self.t_log, self.clips_seen, self.clips_per_s = time.monotonic(), 0, 0.0
         self.eval_seconds = 0.0
+        self.monitored = None  # the last monitor_every block the diversity monitor ran in
 
     def say(self, line: str) -> None:
         with tqdm.external_write_mode():
@@ -212,7 +213,9 @@ class _Reporter:
         self.clips_per_s = self.clips_seen / max(now - self.t_log, 1e-9)
         self.t_log, self.clips_seen = now, 0
         line = {"step": step, **record, "clips_per_s": self.clips_per_s}
-        if self.info.is_main:
+        block = step // tc.monitor_every
+        if self.info.is_main and (block != self.monitored or force or step == tc.steps):
+            self.monitored = block
             extra, warning = self.task.monitor(step)
             line |= extra
             if warning:
