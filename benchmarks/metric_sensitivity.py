@@ -16,7 +16,6 @@ might have, applied to otherwise perfect clips, so its distance is what that fla
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import tempfile
 from pathlib import Path
@@ -24,13 +23,6 @@ from pathlib import Path
 import numpy as np
 
 FLAWS = ["as-is", "half-pixel", "blur-0.5", "blur-1", "noise-8", "dim-0.8"]
-
-
-def _quality():
-    spec = importlib.util.spec_from_file_location("quality", Path(__file__).with_name("quality.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def degrade(clips: np.ndarray, flaw: str) -> np.ndarray:
@@ -76,16 +68,14 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(2)
-    from vidgan.metrics.sources import DatasetSource
+    import quality  # benchmarks/quality.py, beside this script (the script's folder is on sys.path)
 
-    quality = _quality()
     work = args.work or Path(tempfile.mkdtemp(prefix="vidgan-sensitivity-"))
     rows = []
     for dataset in args.datasets.split(","):
         size = args.size or quality.DATASETS[dataset]
         train_dir, held_dir = quality.prepare_data(dataset, size, args.frames, args.clips, args.eval_n, work)
-        source = DatasetSource(train_dir)
-        clips = source.load(source.plan(args.eval_n, args.frames, 0), args.frames, source.resolution)
+        clips = quality.folder_clips(train_dir, args.eval_n, args.frames)  # the floor row's clips
         for flaw in args.flaws.split(","):
             s = quality.score(degrade(clips, flaw), held_dir, args, work / "cache")
             rows.append({"dataset": dataset, "flaw": flaw, **s})

@@ -102,8 +102,7 @@ def score(clips, held_dir: Path, args, cache: Path) -> dict:
     metrics = f"fd_effnet{n}_{args.frames}f,kd_effnet{n}_{args.frames}f,pr{n}_{args.frames}f"
     options = EvalOptions(metrics=metrics, effnet_size=args.effnet_size, progress=False, cache_dir=cache)
     if isinstance(clips, Path):  # a prepared folder (the floor row): n of its clips (seed 0) for the pace
-        source = DatasetSource(clips)
-        array = source.load(source.plan(n, args.frames, 0), args.frames, source.resolution)
+        source, array = DatasetSource(clips), folder_clips(clips, n, args.frames)
     else:
         source, array = ArraySource(clips), clips
     out = {"pace": pace(array)}
@@ -112,6 +111,15 @@ def score(clips, held_dir: Path, args, cache: Path) -> dict:
         out["fd" if name.startswith("fd_") else "kd" if name.startswith("kd_") else name.rsplit("_", 1)[1]] = r["value"]
         out["n_real"] = r["n_real"]
     return out
+
+
+def folder_clips(folder: Path, n: int, frames: int):
+    """n clips of a prepared folder, as the floor row scores them (the metrics' plan with seed 0):
+    (n, T, H, W, C) uint8."""
+    from vidgan.metrics.sources import DatasetSource
+
+    source = DatasetSource(folder)
+    return source.load(source.plan(n, frames, 0), frames, source.resolution)
 
 
 def pace(clips) -> float:

@@ -12,6 +12,16 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
+def _benchmark(name: str):
+    """A benchmark script loaded as a module (benchmarks/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.slow
 def test_quality_benchmark_end_to_end(tmp_path):
     out = tmp_path / "quality.json"
@@ -34,13 +44,9 @@ def test_quality_benchmark_end_to_end(tmp_path):
 
 
 def test_quality_pace_is_how_far_the_clips_centre_of_brightness_moves_a_frame():
-    import importlib.util
-
     import numpy as np
 
-    spec = importlib.util.spec_from_file_location("quality", BENCHMARKS / "quality.py")
-    quality = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(quality)
+    quality = _benchmark("quality")
     clips = np.zeros((2, 6, 32, 32, 3), np.uint8)
     for t in range(6):  # clip 0: a block moving 3 px right and 4 px down a frame; clip 1 still
         clips[0, t, 2 + 4 * t : 5 + 4 * t, 1 + 3 * t : 4 + 3 * t] = 200
@@ -62,13 +68,9 @@ def test_metric_sensitivity_scores_the_training_clips_with_each_flaw(tmp_path):
 
 
 def test_metric_sensitivity_flaws_do_what_they_say():
-    import importlib.util
-
     import numpy as np
 
-    spec = importlib.util.spec_from_file_location("sens", BENCHMARKS / "metric_sensitivity.py")
-    sens = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sens)
+    sens = _benchmark("metric_sensitivity")
     clips = np.zeros((1, 2, 16, 16, 1), np.uint8)
     clips[..., 6:10, 6:10, :] = 200
     shifted = sens.degrade(clips, "half-pixel").astype(float)[0, 0, ..., 0]

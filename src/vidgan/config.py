@@ -266,9 +266,9 @@ RECIPES: dict[str, dict] = {
     # frames per clip; learning rates twice the preset's. 600 s on Moving MNIST against held-out digits
     # (README, "Which model?"): fd_effnet256 25.3 over 2 benchmark runs on a 2-core EPYC (precision 0.47,
     # recall 0.52) against 61.4 for the small preset's per-frame recipe and 115.1 for videogan; 21.1 over
-    # 3 on a 2-core Xeon with AMX (2.6x the floor, precision 0.52, recall 0.63) against videogan's 135.3; on natural video
-    # (sample-clips 64 px, measured before the drift fix) 478.8 against 336.0: its backdrop is smooth, so
-    # use it for such data only.
+    # 3 on a 2-core Xeon with AMX (2.6x the floor, precision 0.52, recall 0.63) against videogan's 135.3;
+    # on natural video (sample-clips 64 px, measured before the drift fix) 478.8 against 336.0: its
+    # backdrop is smooth, so use it for such data only.
     "sprites": {
         "model.name": "ctvgan",
         "model.synthesis": "layers",
