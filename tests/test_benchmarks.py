@@ -24,12 +24,20 @@ def _benchmark(name: str):
 
 @pytest.mark.slow
 def test_quality_benchmark_end_to_end(tmp_path):
-    out = tmp_path / "quality.json"
+    out, results = tmp_path / "quality.json", tmp_path / "results"
     cmd = [sys.executable, str(BENCHMARKS / "quality.py"), "--budget", "2", "--preset", "tiny", "--size", "16", "--frames", "8",
-           "--clips", "16", "--eval-n", "8", "--effnet-size", "32", "--threads", "1", "--work", str(tmp_path / "work"), "--json", str(out)]  # fmt: skip
+           "--clips", "16", "--eval-n", "8", "--effnet-size", "32", "--threads", "1", "--work", str(tmp_path / "work"), "--json", str(out),
+           "--results", str(results)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
+    saved = {p.name: json.loads(p.read_text()) for p in results.glob("*.json")}  # one results file per dataset, named by its settings
+    assert sorted(saved) == [f"quality-{d}-budget2-presettiny-frames8-size16-clips16-evaln8-effnetsize32-threads1.json"
+                             for d in ("moving-mnist", "sample-clips")]  # fmt: skip
+    for data in saved.values():
+        assert data["command"].startswith("python ") and "--budget 2" in data["command"] and data["cpu"] and data["date"]
+        assert data["floor"]["fd"] > 0 and "transcribed_from" not in data
+        assert {r["row"] for r in data["rows"]} == {t["row"] for t in result["table"] if t["dataset"] == data["suite"]} - {"floor"}
     table = {(t["dataset"], t["row"]): t for t in result["table"]}
     rows = ["videogan-paper", "videogan", "mocogan", "two-stage", "ctvgan", "ctvgan-sprites", "floor"]
     assert set(table) == {(d, r) for d in ("moving-mnist", "sample-clips") for r in rows}
@@ -115,3 +123,93 @@ def test_generate_throughput_compares_the_models_samplers():
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [ln.split() for ln in proc.stdout.splitlines() if "clips/s" in ln and ln.startswith("  ")]
     assert [ln[0] for ln in lines] == ["videogan", "ctvgan", "ctvgan:layers"] and all(float(ln[1]) > 0 for ln in lines), proc.stdout
+
+
+def _quality_results(rows: list[tuple[str, int, float]], **extra) -> dict:
+    """A small results file in the quality schema: (row, seed, fd) per seed, floor fd 10."""
+    where = {"command": "python benchmarks/quality.py --seeds 2", "commit": "abc123", "cpu": "Test CPU", "cpu_count": 2,
+             "cpu_flags": ["amx_tile"], "date": "2026-12-05T10:00:00+00:00"}  # fmt: skip
+    return {
+        "benchmark": "quality", "suite": "moving-mnist",
+        "settings": {"budget": 600.0, "preset": "small", "frames": 16, "size": 32, "eval_n": 256, "metric": "fd_effnet256_16f"},
+        **where,
+        "rows": [{"row": r, "seed": s, "fd": fd, "precision": 0.5, "recall": 0.25, "steps": 100 + s, "clips_per_s": 4.0,
+                  "pace": 1.0, **where} for r, s, fd in rows],
+        "floor": {"fd": 10.0, "precision": 0.9, "recall": 0.8, "pace": 1.2, **where, **extra},
+    }  # fmt: skip
+
+
+def test_tables_rewrite_the_readme_between_markers_and_check_it(tmp_path):
+    tables = _benchmark("tables")
+    results = tmp_path / "results"
+    results.mkdir()
+    data = _quality_results([("sprites", 0, 20.0), ("sprites", 1, 24.0), ("videogan", 0, 150.0)], transcribed_from="a note")
+    (results / "quality-moving-mnist.json").write_text(json.dumps(data))
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\nbefore\n<!-- results:quality-moving-mnist -->\nstale table\n<!-- /results -->\nafter\n")
+    args = ["--readme", str(readme), "--results", str(results)]
+
+    assert tables.main([*args, "--check"]) == 1  # the stale table differs from the file
+    assert "stale table" in readme.read_text()  # --check changes nothing
+    assert tables.main(args) == 0 and tables.main([*args, "--check"]) == 0
+    text = readme.read_text()
+    assert text.startswith("# x\n\nbefore\n<!-- results:quality-moving-mnist -->\n| row |") and text.endswith("<!-- /results -->\nafter\n")
+    sprites = next(line for line in text.splitlines() if line.startswith("| sprites"))
+    cells = [c.strip() for c in sprites.split("|")[1:-1]]
+    # mean +- std over seeds, n seeds, per seed, x floor, precision, recall, steps, clips/s, px/frame, machine, date
+    assert cells[2:] == [
+        "2",
+        "22.0 ± 2.0",
+        "20.0, 24.0",
+        "2.2x",
+        "0.50",
+        "0.25",
+        "100",
+        "4.0",
+        "1.00",
+        "Test CPU (AMX), 2 CPUs",
+        "2026-12-05",
+    ]
+    assert "| floor (training clips) † |" in text and "transcribed from session notes" in text  # the transcribed floor is marked
+    assert "| sprites |" in text  # measured rows are not
+
+    readme.write_text(text.replace("22.0 ± 2.0", "21.0 ± 2.0"))  # a hand edit of a number
+    assert tables.main([*args, "--check"]) == 1
+    (results / "quality-moving-mnist.json").unlink()
+    with pytest.raises(SystemExit, match="does not exist"):  # a marker without its file
+        tables.main([*args, "--check"])
+
+
+def test_the_readmes_tables_agree_with_the_results_files():
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "tables.py"), "--check"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+
+
+def test_quality_results_files_keep_other_rows_and_say_where_they_come_from(tmp_path):
+    tables = _benchmark("tables")
+    settings = dict(tables.QUALITY_STANDARD, seeds=2, metric="fd_effnet256_16f")
+    first = [{"dataset": "moving-mnist", "row": r, "seed": s, "fd": fd, "run": "/tmp/x"} for r, s, fd in
+             [("videogan", 0, 130.0), ("sprites", 0, 22.0), ("sprites", 1, 23.0), ("floor", 0, 8.2)]]  # fmt: skip
+    (path,) = tables.save_quality(first, settings, {"moving-mnist": 32}, tmp_path, argv=["benchmarks/quality.py", "--rows", "a b"])
+    again = [
+        {"dataset": "moving-mnist", "row": "sprites", "seed": 0, "fd": 21.0},
+        {"dataset": "moving-mnist", "row": "floor", "seed": 0, "fd": 8.3},
+    ]
+    assert tables.save_quality(again, settings, {"moving-mnist": 32}, tmp_path) == [path]
+    data = json.loads(path.read_text())
+    assert path.name == "quality-moving-mnist.json" and data["settings"]["size"] == 32
+    assert [(r["row"], r["seed"], r["fd"]) for r in data["rows"]] == [("videogan", 0, 130.0), ("sprites", 0, 21.0)]  # sprites re-run
+    assert data["rows"][0]["command"] == "python benchmarks/quality.py --rows 'a b'" and "run" not in data["rows"][0]
+    assert data["floor"]["fd"] == 8.3 and "floor" not in {r["row"] for r in data["rows"]}
+    for entry in (data, *data["rows"], data["floor"]):
+        assert entry["commit"] and entry["cpu"] and entry["cpu_count"] >= 1 and entry["date"][:2] == "20"
+    (other,) = tables.save_quality(again, settings | {"budget": 60.0}, {"moving-mnist": 32}, tmp_path)
+    assert other.name == "quality-moving-mnist-budget60.json"  # other settings: a file of their own
+
+
+def test_results_files_say_where_they_come_from():
+    for path in sorted((BENCHMARKS / "results").glob("*.json")):
+        data = json.loads(path.read_text())
+        assert data["benchmark"] and data["rows"], path
+        for entry in (data, *data["rows"], *([data["floor"]] if data.get("floor") else [])):
+            assert all(entry.get(k) for k in ("command", "commit", "cpu", "date")), (path, entry)
