@@ -196,7 +196,7 @@ def _commands(runs: list[dict]) -> tuple[dict, list[str]]:
     for r in runs:
         if r["command"] not in letters:
             letters[r["command"]] = "abcdefghijklmnopqrstuvwxyz"[len(letters)]
-            lines.append(f"- ({letters[r['command']]}) `{r['command']}`")
+            lines.append(f"({letters[r['command']]}) `{r['command']}`")
     return letters, lines
 
 
@@ -245,12 +245,11 @@ def render_quality(data: dict) -> str:
         f"{metric}: {s.get('eval_n', '?')} generated clips against held-out clips (lower is better); "
         "± is the standard deviation over seeds (for two seeds, half their difference); x floor is fd over the floor's "
         "(the training clips themselves against the same held-out clips); px/frame: how far a clip's centre of brightness "
-        "moves a frame (compare with the floor's); n/r: not recorded. Runs:",
-        "",
-        *runs,
+        "moves a frame (compare with the floor's); n/r: not recorded. Runs: "
+        + "; ".join(runs)
+        + "."
+        + (f" {TRANSCRIBED}" if marked else ""),
     ]
-    if marked:
-        notes += ["", TRANSCRIBED]
     return "\n".join(lines + notes) + "\n"
 
 
@@ -290,10 +289,8 @@ def render_throughput(data: dict) -> str:
                 str(r["date"])[:10],
             ]
             lines.append("| " + " | ".join(cells) + " |")
-    notes = ["", "x baseline: the row's figure over its baseline's, measured in the same run. Runs:", ""]
-    notes += runs
-    if marked:
-        notes += ["", TRANSCRIBED]
+    runs_line = "x baseline: the row's figure over its baseline's, measured in the same run. Runs: " + "; ".join(runs) + "."
+    notes = ["", runs_line + (f" {TRANSCRIBED}" if marked else "")]
     return "\n".join(lines + notes) + "\n"
 
 

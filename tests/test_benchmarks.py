@@ -183,6 +183,9 @@ def test_tables_rewrite_the_readme_between_markers_and_check_it(tmp_path):
 def test_the_readmes_tables_agree_with_the_results_files():
     proc = subprocess.run([sys.executable, str(BENCHMARKS / "tables.py"), "--check"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    readme = (BENCHMARKS.parent / "README.md").read_text()
+    for path in (BENCHMARKS / "results").glob("*.json"):  # one table per results file: none left out of the README
+        assert f"<!-- results:{path.stem} -->" in readme, path.name
 
 
 def test_quality_results_files_keep_other_rows_and_say_where_they_come_from(tmp_path):
