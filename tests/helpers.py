@@ -13,6 +13,19 @@ def tiny_config(data: Path, **overrides) -> RunConfig:
     return load_config("tiny", base | overrides)
 
 
+class FakeClock:
+    """A clock for the training loop's `clock`: it shows `now` (seconds) and moves only when told."""
+
+    def __init__(self, now: float = 0.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def planned_schedule_end(tc, seconds_per_step: float = 1.0, world: int = 1) -> tuple[int | None, str | None]:
     """Drive the training loop's `_Horizon` for train config `tc` with a clock that runs
     `seconds_per_step` a step (on a rank of `world` processes, whose process group is already up);
@@ -23,15 +36,11 @@ def planned_schedule_end(tc, seconds_per_step: float = 1.0, world: int = 1) -> t
 
     info = SimpleNamespace(world=world, device="cpu")
     task = SimpleNamespace(cfg=SimpleNamespace(train=tc), ctx=SimpleNamespace(info=info), schedule_steps=None)
-    clock, real_clock = {"now": 0.0}, loop.time.monotonic
-    loop.time.monotonic = lambda: clock["now"]
-    try:
-        horizon, said = loop._Horizon(task, 0, t_start=0.0), None
-        for step in range(1, 40):
-            clock["now"] = step * seconds_per_step
-            said = horizon(step)
-            if said:
-                break
-    finally:
-        loop.time.monotonic = real_clock
+    clock = FakeClock()
+    horizon, said = loop._Horizon(task, 0, t_start=0.0, clock=clock), None
+    for step in range(1, 40):
+        clock.now = step * seconds_per_step
+        said = horizon(step)
+        if said:
+            break
     return task.schedule_steps, said

@@ -151,15 +151,15 @@ class _Horizon:
     the budget ends: after `measured` steps (past `warm` warm-up steps) the step time predicts the
     last step, and the schedule runs to train.decay_past_budget past it (capped by train.steps; rank
     0's prediction on every rank). The prediction is saved with each checkpoint, so a resumed run
-    continues the same schedule."""
+    continues the same schedule. `clock` is the training loop's (seconds)."""
 
-    def __init__(self, task: Task, step: int, t_start: float, warm: int = 5, measured: int = 20):
+    def __init__(self, task: Task, step: int, t_start: float, clock=time.monotonic, warm: int = 5, measured: int = 20):
         self.task, self.t_start, self.warm_at, self.end_at = task, t_start, step + warm, step + warm + measured
-        self.t_warm = 0.0
+        self.clock, self.t_warm = clock, 0.0
 
     def __call__(self, step: int) -> str | None:
         """What to tell the user once the schedule's end is fixed (None before)."""
-        now = time.monotonic()
+        now = self.clock()
         if step == self.warm_at:
             self.t_warm = now
         if step < self.end_at:
@@ -182,9 +182,10 @@ class _Reporter:
     """Where a step's numbers go: the progress bar (losses, clips/s, budget left), log.jsonl and
     TensorBoard on rank 0, and warnings and scores printed above the bar."""
 
-    def __init__(self, task: Task, step: int, t_start: float):
+    def __init__(self, task: Task, step: int, t_start: float, clock=time.monotonic):
         ctx, tc = task.ctx, task.cfg.train
         self.task, self.run, self.info, self.log, self.tc, self.t_start = task, ctx.run, ctx.info, ctx.log, tc, t_start
+        self.clock = clock
         self.writer = None
         if self.info.is_main:
             from torch.utils.tensorboard import SummaryWriter
@@ -195,7 +196,7 @@ class _Reporter:
             total=tc.steps if tc.time_budget is None else None, initial=step, desc=f"train {task.cfg.model.name}", unit="step",
             disable=not (ctx.progress and self.info.is_main), dynamic_ncols=True,
         )  # fmt: skip
-        self.t_log, self.clips_seen, self.clips_per_s = time.monotonic(), 0, 0.0
+        self.t_log, self.clips_seen, self.clips_per_s = clock(), 0, 0.0
         self.eval_seconds = 0.0
         self.monitored = None  # the last monitor_every block the diversity monitor ran in
 
@@ -209,7 +210,7 @@ class _Reporter:
         self.bar.update(1)
         if not (step % tc.log_every == 0 or step == tc.steps or force):
             return
-        now = time.monotonic()
+        now = self.clock()
         self.clips_per_s = self.clips_seen / max(now - self.t_log, 1e-9)
         self.t_log, self.clips_seen = now, 0
         line = {"step": step, **record, "clips_per_s": self.clips_per_s}
@@ -232,7 +233,7 @@ class _Reporter:
     def scores(self, step: int, records: list[dict], seconds: float) -> None:
         """Scores computed during training, and what they cost: their seconds and share of the wall time so far."""
         self.eval_seconds += seconds
-        share = self.eval_seconds / max(time.monotonic() - self.t_start, 1e-9)
+        share = self.eval_seconds / max(self.clock() - self.t_start, 1e-9)
         if self.info.is_main:
             for r in records:
                 self.writer.add_scalar(f"eval/{r['metric']}", r["value"], step)
@@ -270,23 +271,30 @@ def _check_weights(step: int, weights: dict, task: Task, when: str) -> None:
 
 
 def train(
-    cfg: RunConfig, run_dir: str | Path, resume: bool = False, device: str | None = None, progress: bool = True, log=print
+    cfg: RunConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    log=print,
+    clock=time.monotonic,
 ) -> TrainResult:
-    """Train `cfg.model` on `cfg.data` into the run folder `run_dir` (continue it with resume=True)."""
+    """Train `cfg.model` on `cfg.data` into the run folder `run_dir` (continue it with resume=True).
+    `clock` (seconds) times the budget, the schedule's horizon and the speeds: tests pass a fake one."""
     task, step, elapsed_before = _start(cfg, run_dir, resume, device, progress, log)
     ctx, cfg, tc = task.ctx, task.cfg, task.cfg.train
     run, info = ctx.run, ctx.info
     evaluator = None
     if tc.eval_every:  # quality metrics every N steps (vidgan.metrics), appended to RUN/metrics.jsonl
         evaluator = TrainingEval(cfg, run.root, info.rank, info.world, info.device, ctx.text_table)
-    t_start = time.monotonic()
+    t_start = clock()
 
     def save(at_step: int) -> None:
         if info.is_main:
             weights, tensors, state = task.checkpoint()
             _check_weights(at_step, weights, task, "checked before the checkpoint")
             tensors = {**tensors, "rng.torch": torch.get_rng_state()}
-            state = {"elapsed": elapsed_before + time.monotonic() - t_start, "world_size": info.world, **state}
+            state = {"elapsed": elapsed_before + clock() - t_start, "world_size": info.world, **state}
             if task.schedule_steps is not None:
                 state["schedule_steps"] = task.schedule_steps
             run.save_checkpoint(at_step, weights, tensors, state, keep=tc.keep_checkpoints)
@@ -295,9 +303,9 @@ def train(
         if info.is_main:
             write_grid(run.sample_path(at_step), to_uint8(task.samples()), fps=cfg.model.fps)
 
-    interrupt, reporter, diverging = Interrupt(), _Reporter(task, step, t_start), DivergenceWatch()
+    interrupt, reporter, diverging = Interrupt(), _Reporter(task, step, t_start, clock), DivergenceWatch()
     predict = tc.time_budget and tc.lr_schedule != "constant" and task.schedule_steps is None  # not fixed by a checkpoint yet
-    horizon = _Horizon(task, step, t_start) if predict else None
+    horizon = _Horizon(task, step, t_start, clock) if predict else None
     stopped, record = "steps", {}
     try:
         while step < tc.steps:
@@ -308,7 +316,7 @@ def train(
                 horizon = None
                 if info.is_main:
                     reporter.say(said)
-            over_budget = tc.time_budget is not None and time.monotonic() - t_start > tc.time_budget
+            over_budget = tc.time_budget is not None and clock() - t_start > tc.time_budget
             record, stop = _reduce(raw, over_budget or interrupt.flag, info)
             _check_finite(step, record, task)
             if step % tc.log_every == 0 or stop:
@@ -320,9 +328,9 @@ def train(
             if step % tc.sample_every == 0:
                 write_samples(step)
             if evaluator is not None and step % tc.eval_every == 0:
-                t_eval = time.monotonic()
+                t_eval = clock()
                 records = evaluator(task.eval_generator, step)  # every rank generates its share
-                reporter.scores(step, records, time.monotonic() - t_eval)
+                reporter.scores(step, records, clock() - t_eval)
             if stop:
                 stopped = "interrupted" if interrupt.flag else "time_budget"
                 break
