@@ -10,14 +10,40 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import planned_schedule_end, tiny_config
+from helpers import FakeClock, planned_schedule_end, tiny_config
 from vidgan.data.clips import ClipDataset
 from vidgan.metrics.pixel_stats import pixel_statistics_distance
 from vidgan.pipeline import VideoPipeline
-from vidgan.run import Run, RunDirError, load_state, load_weights
+from vidgan.run import Run, RunDirError, load_state, load_weights, step_of
 from vidgan.training import losses
 from vidgan.training.common import BatchOrder, NonFiniteLossError, lr_factor
+from vidgan.training.gan import GANTask
 from vidgan.training.loop import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _steps_take(seconds: float, monkeypatch) -> FakeClock:
+    """A fake clock for `train(clock=...)` that moves `seconds` with every training step (and never otherwise)."""
+    clock, real_step = FakeClock(), GANTask.step
+
+    def timed_step(self, step):
+        record = real_step(self, step)
+        clock.advance(seconds)
+        return record
+
+    monkeypatch.setattr(GANTask, "step", timed_step)
+    return clock
+
+
+def _wait_for(what, proc: subprocess.Popen, seconds: float = 120) -> None:
+    """Poll until `what()` holds (the event a signal is sent on); fail if the process ends first or it never does."""
+    deadline = time.monotonic() + seconds
+    while not what():
+        if proc.poll() is not None:
+            raise AssertionError(f"the training process ended (exit {proc.returncode}) before the event:\n{proc.communicate()}")
+        assert time.monotonic() < deadline, f"no event in {seconds:.0f} s"
+        time.sleep(0.02)
 
 
 def _distance_after(run, real, steps, data, **overrides):
@@ -25,6 +51,7 @@ def _distance_after(run, real, steps, data, **overrides):
     return pixel_statistics_distance(VideoPipeline.from_pretrained(run)(n=32, seed=1), real)
 
 
+@pytest.mark.slow  # an end-to-end learning test: 3 runs of up to 150 steps
 def test_tiny_videogan_moves_toward_the_data(mnist_data, tmp_path):
     real = ClipDataset(mnist_data).get_batch(range(32))[0].numpy()
     before = _distance_after(tmp_path / "r0", real, 1, mnist_data)
@@ -63,6 +90,7 @@ def test_run_dir_is_not_overwritten_and_resume_needs_a_run(mnist_data, tmp_path)
         train(tiny_config(mnist_data, **{"model.z_dim": 7}), tmp_path / "r", resume=True, progress=False)
 
 
+@pytest.mark.slow  # starts `vidgan train` processes
 def test_resume_after_sigkill(mnist_data, tmp_path):
     """Kill -9 a training process at an arbitrary moment; the resumed run matches an uninterrupted one."""
     cfg = tiny_config(mnist_data, **{"train.steps": 100000, "train.checkpoint_every": 3})
@@ -83,10 +111,8 @@ def test_resume_after_sigkill(mnist_data, tmp_path):
         "--no-progress",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while len(Run(run).checkpoints()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.37)  # land somewhere inside a step or a checkpoint write
+    # Kill once a step past the second checkpoint is logged: the process is then inside a later step or a checkpoint write.
+    _wait_for(lambda: len(Run(run).checkpoints()) >= 2 and Run(run).read_log()[-1]["step"] > step_of(Run(run).latest()), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     last = Run(run).latest()
@@ -116,30 +142,35 @@ def test_nonfinite_loss_is_reported_with_the_step(mnist_data, tmp_path, monkeypa
         train(cfg, tmp_path / "nan", progress=False, log=lambda s: None)
 
 
-def test_time_budget_stops_with_a_checkpoint(mnist_data, tmp_path):
-    result = train(
-        tiny_config(mnist_data, **{"train.steps": 10**6, "train.time_budget": 1.0}), tmp_path / "b", progress=False, log=lambda s: None
-    )
+def test_time_budget_stops_with_a_checkpoint(mnist_data, tmp_path, monkeypatch):
+    clock = _steps_take(0.25, monkeypatch)
+    cfg = tiny_config(mnist_data, **{"train.steps": 10**6, "train.time_budget": 1.0})
+    result = train(cfg, tmp_path / "b", progress=False, log=lambda s: None, clock=clock)
     assert result.stopped == "time_budget" and 0 < result.step < 10**6
+    assert result.step == 5  # the first step that ends past the budget: 5 x 0.25 s > 1 s
     assert Run(tmp_path / "b").latest().name == f"step_{result.step:09d}"
     assert (tmp_path / "b" / "samples" / f"step_{result.step:09d}.gif").is_file()
     assert "schedule_steps" not in load_state(Run(tmp_path / "b").latest())[0]  # a constant rate: nothing predicted or saved
 
 
-def test_a_decaying_schedule_ends_where_the_time_budget_does_and_resumes_unchanged(mnist_data, tmp_path):
-    said = []
+def test_a_decaying_schedule_ends_where_the_time_budget_does_and_resumes_unchanged(mnist_data, tmp_path, monkeypatch):
+    """At 0.25 s a step, a 7.5 s budget ends after step 30: the schedule is planned from the steps it measured (5-25)."""
+    said, clock = [], _steps_take(0.25, monkeypatch)
     cfg = tiny_config(
         mnist_data,
-        **{"train.steps": 10**6, "train.time_budget": 6.0, "train.lr_schedule": "cosine", "train.log_every": 50, "train.loader_workers": 0},
+        **{"train.steps": 10**6, "train.time_budget": 7.5, "train.lr_schedule": "cosine", "train.log_every": 50, "train.loader_workers": 0},
     )
-    result = train(cfg, tmp_path / "c", progress=False, log=said.append)
+    result = train(cfg, tmp_path / "c", progress=False, log=said.append, clock=clock)
     assert result.stopped == "time_budget" and result.step > 25
+    assert result.step == 31  # 31 x 0.25 s > 7.5 s
     end = load_state(Run(tmp_path / "c").latest())[0]["schedule_steps"]
     assert result.step / 3 <= end <= result.step * 3  # predicted from the step time, not the 10**6 cap
-    assert any(f"schedule to step {end}" in line for line in said)
+    assert end == round(30 * (1 + cfg.train.decay_past_budget))
+    assert any(f"schedule to step {end}" in line and "ends near step 30 at 0.25 s a step" in line for line in said)
     assert lr_factor("cosine", result.step, end, 0) < lr_factor("cosine", result.step, 10**6, 0) - 0.1
     again = cfg.model_copy(update={"train": cfg.train.model_copy(update={"time_budget": 1.0})})
-    resumed = train(again, tmp_path / "c", resume=True, progress=False, log=said.append)  # a new budget, the same schedule
+    resumed = train(again, tmp_path / "c", resume=True, progress=False, log=said.append, clock=clock)  # a new budget, the same schedule
+    assert resumed.step == result.step + 5  # the new budget's own 1 s
     assert resumed.step > result.step
     assert load_state(Run(tmp_path / "c").latest())[0]["schedule_steps"] == end
 
@@ -152,6 +183,7 @@ def test_batch_order_is_a_function_of_seed_and_step():
     assert not np.array_equal(BatchOrder(10, 4, seed=4).indices(0), order.indices(0))
 
 
+@pytest.mark.slow  # starts a `vidgan train` process
 def test_ctrl_c_checkpoints_and_stops_cleanly(mnist_data, tmp_path):
     cfg = tiny_config(mnist_data, **{"train.steps": 100000, "train.checkpoint_every": 2})
     cfg.save(tmp_path / "cfg.yaml")
@@ -169,10 +201,8 @@ def test_ctrl_c_checkpoints_and_stops_cleanly(mnist_data, tmp_path):
         "--no-progress",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while Run(run).latest() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
+    # Ctrl-C once a step past the first checkpoint is logged: the handler is up and the stop lands mid-run.
+    _wait_for(lambda: Run(run).latest() is not None and Run(run).read_log()[-1]["step"] > step_of(Run(run).latest()), proc)
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=60)[0]
     assert proc.returncode == 0, output
