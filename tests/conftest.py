@@ -1,17 +1,16 @@
-"""Shared fixtures: tiny prepared datasets and tiny configs, made by the tests themselves."""
+"""Shared fixtures: tiny prepared datasets and tiny configs, made by the tests themselves.
+
+Threads: torch's own default (OMP_NUM_THREADS where set, else the machine's cores), in test processes
+and the processes they start; a module that trains tiny models asks for one thread (`one_thread`)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-import torch
 
-# Two cores: keep every test process at the machine's size, and subprocesses (torchrun) at one thread each.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
-
-from vidgan.data.prepare import PrepareSettings, prepare  # noqa: E402
+from helpers import torch_threads
+from vidgan.data.prepare import PrepareSettings, prepare
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +33,5 @@ def mnist16(tmp_path_factory) -> Path:
 def one_thread():
     """Tiny models: thread hand-offs cost more than a second core gives on a shared 2-core machine.
     Modules of tiny models use it for every test: pytestmark = pytest.mark.usefixtures("one_thread")."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield

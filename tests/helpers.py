@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+
+import torch
 
 from vidgan.config import RunConfig, load_config
 
@@ -11,6 +14,19 @@ def tiny_config(data: Path, **overrides) -> RunConfig:
     """The `tiny` preset on `data`, logging every step, with no sample grids or checkpoints unless asked."""
     base = {"data": str(data), "train.log_every": 1, "train.sample_every": 1000, "train.checkpoint_every": 1000}
     return load_config("tiny", base | overrides)
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block on `n` torch threads, then restore the count (tiny models: hand-offs between threads
+    cost more than a second core gives, and far more on a busy machine). Module-scoped fixtures use it
+    where the function-scoped `one_thread` fixture cannot reach."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class FakeClock:

@@ -15,6 +15,8 @@ from vidgan.pipeline import VideoPipeline
 from vidgan.run import Run
 from vidgan.training.loop import train
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_class_conditional_run_samples_the_asked_class(mnist_data, tmp_path):
     run = tmp_path / "cls"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from helpers import tiny_config
+from helpers import tiny_config, torch_threads
 from vidgan.cli import app
 from vidgan.config import load_config
 from vidgan.data.video_io import probe, read_video
@@ -18,12 +18,14 @@ from vidgan.run import CheckpointError, Run
 from vidgan.training.loop import train
 
 runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny_run(mnist_data, tmp_path_factory):
     run = tmp_path_factory.mktemp("run") / "run"
-    train(tiny_config(mnist_data, **{"train.steps": 20, "train.checkpoint_every": 10}), run, progress=False, log=lambda s: None)
+    with torch_threads(1):
+        train(tiny_config(mnist_data, **{"train.steps": 20, "train.checkpoint_every": 10}), run, progress=False, log=lambda s: None)
     return run
 
 

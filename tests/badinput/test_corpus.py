@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import torch_threads
 from vidgan.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -60,8 +61,9 @@ def world(tmp_path_factory, mnist16):
     data = root / "data"
     shutil.copytree(mnist16, data)
     run = root / "run"
-    assert main(["train", str(data), "--config", "tiny", "--out", str(run), "--steps", "4", "--no-progress",
-                 "--set", "train.checkpoint_every=2", "--set", "train.sample_every=4", "--set", "train.keep_checkpoints=5"]) == 0  # fmt: skip
+    with torch_threads(1):
+        assert main(["train", str(data), "--config", "tiny", "--out", str(run), "--steps", "4", "--no-progress",
+                     "--set", "train.checkpoint_every=2", "--set", "train.sample_every=4", "--set", "train.keep_checkpoints=5"]) == 0  # fmt: skip
     lib = root / "lib"
     clips = root / "clips"
     assert main(["generate", str(run), "--out", str(clips), "--n", "2", "--no-grid", "--to-library", str(lib)]) == 0

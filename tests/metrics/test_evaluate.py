@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from helpers import tiny_config
+from helpers import tiny_config, torch_threads
 from vidgan.metrics.cli import evaluate
 from vidgan.training.loop import train
 
@@ -27,7 +27,8 @@ def _cache(tmp_path, monkeypatch):
 def tiny_run(mnist_data, tmp_path_factory):
     run = tmp_path_factory.mktemp("run") / "run"
     cfg = tiny_config(mnist_data, **{"train.steps": 4, "train.checkpoint_every": 2, "train.log_every": 2})
-    train(cfg, run, progress=False, log=lambda s: None)
+    with torch_threads(1):
+        train(cfg, run, progress=False, log=lambda s: None)
     return run
 
 

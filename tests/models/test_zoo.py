@@ -15,6 +15,7 @@ from vidgan.pipeline import VideoPipeline
 from vidgan.training.loop import train
 
 MODELS = ["videogan", "videogan-2stream", "tgan", "mocogan"]
+pytestmark = pytest.mark.usefixtures("one_thread")
 LONG = ["tgan", "mocogan"]  # models whose motion can run past the training length
 # (preset, resolution, frames): the bigger presets at 32x32x8 to stay fast; tiny also at full size.
 SHAPES = [("tiny", 32, 8), ("tiny", 64, 16), ("small", 32, 8), ("64px", 32, 8)]

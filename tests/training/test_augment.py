@@ -127,6 +127,7 @@ def test_auto_policy_augments_small_datasets_only():
         resolve_policy("auto", None)
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_a_run_with_auto_augment_uses_the_policy_its_data_size_picks(mnist_data, tmp_path, monkeypatch):
     from helpers import tiny_config
     from vidgan.training import augment as augment_module

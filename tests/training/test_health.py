@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tests.helpers import tiny_config
+from tests.helpers import tiny_config, torch_threads
 
 from vidgan.cli import main
 from vidgan.health import DivergenceWatch, weights_problem
@@ -27,7 +27,8 @@ def saved_run(tmp_path_factory, mnist16):
     """A tiny VideoGAN run with checkpoints at steps 2, 4 and 6."""
     run = tmp_path_factory.mktemp("health") / "run"
     cfg = tiny_config(mnist16, **{"train.steps": 6, "train.checkpoint_every": 2, "train.keep_checkpoints": 5})
-    train(cfg, run, progress=False, log=lambda s: None)
+    with torch_threads(1):
+        train(cfg, run, progress=False, log=lambda s: None)
     return run
 
 

@@ -17,6 +17,8 @@ from vidgan.training.gan import StepSettings, gan_step
 from vidgan.training.loop import train
 from vidgan.training.speed import SpeedPlan, StepPrecision, resolve_speed
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CPU = torch.device("cpu")
 
 

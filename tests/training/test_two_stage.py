@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from helpers import tiny_config
+from helpers import tiny_config, torch_threads
 from vidgan.cli import app
 from vidgan.pipeline import VideoPipeline
 from vidgan.run import Run
@@ -25,7 +25,8 @@ QUIET = {"progress": False, "log": lambda s: None}
 @pytest.fixture(scope="module")
 def vq_run(mnist16, tmp_path_factory):
     run = tmp_path_factory.mktemp("two_stage") / "vq"
-    train(tiny_config(mnist16, **{"model.name": "vqvae", "train.steps": 30}), run, **QUIET)
+    with torch_threads(1):
+        train(tiny_config(mnist16, **{"model.name": "vqvae", "train.steps": 30}), run, **QUIET)
     return run
 
 
