@@ -63,6 +63,7 @@ def test_quality_pace_is_how_far_the_clips_centre_of_brightness_moves_a_frame():
     assert quality.pace(clips[1:]) == pytest.approx(0.0, abs=1e-4)
 
 
+@pytest.mark.slow  # runs a benchmark script
 def test_metric_sensitivity_scores_the_training_clips_with_each_flaw(tmp_path):
     out = tmp_path / "sens.json"
     cmd = [sys.executable, str(BENCHMARKS / "metric_sensitivity.py"), "--size", "16", "--frames", "8", "--clips", "16", "--eval-n", "8",
@@ -106,6 +107,7 @@ def test_kill_resume_benchmark_kills_and_finishes(tmp_path):
     assert Run(tmp_path / "run").newest_good().name == "step_000000030"
 
 
+@pytest.mark.slow  # runs a benchmark script
 def test_generate_throughput_compares_the_models_samplers():
     cmd = [
         sys.executable,
@@ -180,9 +182,8 @@ def test_tables_rewrite_the_readme_between_markers_and_check_it(tmp_path):
         tables.main([*args, "--check"])
 
 
-def test_the_readmes_tables_agree_with_the_results_files():
-    proc = subprocess.run([sys.executable, str(BENCHMARKS / "tables.py"), "--check"], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+def test_the_readmes_tables_agree_with_the_results_files(capsys):
+    assert _benchmark("tables").main(["--check"]) == 0, capsys.readouterr()  # in this process: `tables.py --check`
     readme = (BENCHMARKS.parent / "README.md").read_text()
     for path in (BENCHMARKS / "results").glob("*.json"):  # one table per results file: none left out of the README
         assert f"<!-- results:{path.stem} -->" in readme, path.name

@@ -149,6 +149,7 @@ def test_a_recipe_sets_its_kind_of_data_settings_and_options_still_win(mnist_dat
     assert saved["model"]["z_dim"] == load_config("tiny", {"model.name": "ctvgan"}).model.z_dim  # the rest is the preset's
 
 
+@pytest.mark.slow  # starts `vidgan demo`, which trains on a time budget
 def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
@@ -207,6 +208,7 @@ def test_mocogan_hold_content_or_motion_and_longer_clips(mnist_data, tmp_path):
         pipe.hold(z, "both")
 
 
+@pytest.mark.slow  # an end-to-end learning test: two runs of 40 steps
 def test_two_stream_mask_prior_shrinks_the_mask(mnist_data, tmp_path):
     sizes = {}
     for weight in (0.0, 5.0):

@@ -155,6 +155,7 @@ def _ingest_then_die(root, path):
     Ingester(Library.open(root)).add_file(path)
 
 
+@pytest.mark.slow  # starts a process
 def test_killed_process_leaves_orphans_that_repair_removes(backend_lib, clip_files):
     """A hard crash (the process dies between placing the files and committing): no row, orphan files."""
     lib = backend_lib
@@ -217,6 +218,7 @@ def _ingest_folder(root, folder, go):
         ingester.add_file(path)
 
 
+@pytest.mark.slow  # starts two processes
 def test_two_processes_ingesting_at_once_lose_nothing(backend_lib, mnist_clips, tmp_path):
     lib = backend_lib
     folders = []

@@ -121,6 +121,7 @@ def _gather_worker(rank, world, port, clips, queue):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # starts two processes
 def test_features_gathered_across_processes_equal_one_process():
     clips = np.random.default_rng(2).integers(0, 256, size=(9, 6, 8, 8, 1), dtype=np.uint8)
     source = ArraySource(clips)

@@ -52,6 +52,7 @@ def test_codebook_follows_its_clusters_by_ema_and_restarts_dead_codes():
     assert torch.equal(z.grad, torch.ones_like(z))
 
 
+@pytest.mark.slow  # an end-to-end learning test: 150 steps
 def test_vqvae_learns_to_reconstruct_a_tiny_dataset(mnist16, tmp_path):
     """32 Moving MNIST clips of 8x16x16, 150 steps: well above the best constant clip, many codes in use."""
     from helpers import tiny_config

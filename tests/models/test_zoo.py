@@ -165,6 +165,7 @@ def test_two_stream_mask_is_exposed_for_a_sparsity_prior():
 LEARN_STEPS = {"videogan": 110, "videogan-2stream": 100, "tgan": 120, "mocogan": 70}
 
 
+@pytest.mark.slow  # an end-to-end learning test: up to 120 steps per model
 @pytest.mark.parametrize("name", MODELS)
 def test_each_model_moves_toward_the_data(name, mnist_data, tmp_path):
     real = ClipDataset(mnist_data).get_batch(range(32))[0].numpy()

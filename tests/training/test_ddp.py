@@ -15,6 +15,8 @@ from vidgan.run import Run, load_weights
 
 TORCHRUN = shutil.which("torchrun")
 
+pytestmark = pytest.mark.slow  # every test starts processes (torchrun, or spawned ranks)
+
 
 def _run(args, nproc, extra=()):
     env = dict(os.environ, OMP_NUM_THREADS="1")

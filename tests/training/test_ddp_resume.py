@@ -8,6 +8,7 @@ from vidgan.run import Run
 from vidgan.training.loop import train
 
 
+@pytest.mark.slow  # starts torchrun and `vidgan train` processes
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun not on PATH")
 def test_two_process_checkpoint_resumes_on_one_process(mnist_data, tmp_path):
     """What carries over between world sizes: weights, EMA, Adam state, step, the noise stream and the

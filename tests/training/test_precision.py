@@ -107,6 +107,7 @@ def test_reduced_precision_steps_keep_losses_and_penalties_finite(penalty):
             assert set(prec.state_dict()) == {"scaler_d", "scaler_g"}
 
 
+@pytest.mark.slow  # an end-to-end learning test: 150 steps
 def test_tiny_videogan_moves_toward_the_data_in_bf16(mnist_data, tmp_path):
     real = ClipDataset(mnist_data).get_batch(range(32))[0].numpy()
     distances, lines = [], []

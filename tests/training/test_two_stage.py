@@ -204,7 +204,7 @@ def test_vqvae_patch_adversarial_term(mnist16, tmp_path):
     base = {"model.name": "vqvae", "train.steps": 40, "vq.adversarial_width": 8}
     train(tiny_config(mnist16, **base, **{"vq.adversarial": 0.5, "vq.adversarial_start": 10}), tmp_path / "adv", **QUIET)
     train(tiny_config(mnist16, **base, **{"vq.adversarial": 0.5, "vq.adversarial_start": 1000}), tmp_path / "never", **QUIET)
-    train(tiny_config(mnist16, **base), tmp_path / "plain", **QUIET)
+    train(tiny_config(mnist16, **{**base, "train.steps": 1}), tmp_path / "plain", **QUIET)  # only resumed (refused) below
     log = Run(tmp_path / "adv").read_log()
     assert all("adv_d" not in r for r in log if r["step"] <= 10) and all("adv_d" in r for r in log if r["step"] > 10)
     late = [r for r in log if r["step"] > 30]
