@@ -17,7 +17,7 @@ With --models, the `small` preset's generators of those models (random weights) 
 grey clips through `VideoPipeline` (fp32, what `vidgan generate` runs), in turn, best of --repeat;
 printed last: each model's clips/s over the first model's.
 
-    python benchmarks/generate_throughput.py --models videogan,ctvgan --n 64
+    python benchmarks/generate_throughput.py --models videogan,ctvgan,sprites:sprites --n 64
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument(
         "--models",
-        help="compare these models' samplers (small preset, 32x32x16) instead; NAME:SYNTHESIS for a ctvgan synthesis, NAME:RECIPE for a recipe",
+        help="compare these models' samplers (small preset, 32x32x16) instead; NAME:RECIPE for a model with a recipe (sprites:sprites)",
     )
     args = ap.parse_args(argv)
     if args.models:
@@ -48,15 +48,16 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
     import torch
 
-    from vidgan.config import RunConfig, load_config
+    from vidgan.config import RunConfig
     from vidgan.models.registry import build_model
     from vidgan.pipeline import VideoPipeline
+    from vidgan.presets import resolve_config
     from vidgan.training import matmul_convs, speed
 
     if args.device == "cpu":
         torch.set_num_threads(THREADS)
     device = torch.device(args.device)
-    cfg: RunConfig = load_config("64px", {"model.resolution": 64, "model.frames": 32, "model.channels": 3})
+    cfg: RunConfig = resolve_config("64px", model="videogan").with_data_shape(frames=32, resolution=64, channels=3)
     torch.manual_seed(0)
     G = build_model(cfg.model)[0].to(device)
     pipe = VideoPipeline(G, cfg)
@@ -99,18 +100,16 @@ def main(argv: list[str] | None = None) -> None:
 def compare_models(args) -> None:
     import torch
 
-    from vidgan.config import RECIPES, load_config, recipe_overrides
     from vidgan.models.registry import build_model
     from vidgan.pipeline import VideoPipeline
+    from vidgan.presets import resolve_config
 
     if args.device == "cpu":
         torch.set_num_threads(THREADS)
     pipes = {}
     for name in args.models.split(","):
-        model, _, synthesis = name.partition(":")  # ctvgan:layers = ctvgan with model.synthesis layers
-        # ctvgan:sprites = ctvgan with the sprites recipe (`vidgan train --recipe sprites`)
-        extra = recipe_overrides(synthesis) if synthesis in RECIPES else {"model.synthesis": synthesis} if synthesis else {}
-        cfg = load_config("small", {"model.name": model, "model.resolution": 32, "model.frames": 16, "model.channels": 1, **extra})
+        model, _, recipe = name.partition(":")  # sprites:sprites = the sprites model with its recipe (as `vidgan demo`)
+        cfg = resolve_config("small", model=model, recipe=recipe or None).with_data_shape(frames=16, resolution=32, channels=1)
         torch.manual_seed(0)
         pipes[name] = VideoPipeline(build_model(cfg.model)[0].to(args.device), cfg)
         pipes[name](n=args.batch, seed=0, batch_size=args.batch)  # warm-up

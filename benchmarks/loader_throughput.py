@@ -7,7 +7,7 @@ trainer's `BatchOrder` (a fresh random permutation per epoch), batch `--batch`, 
     loader, 0 workers        uint8 batches sliced from the memmaps in the calling process (CPU default)
     loader, N workers        the same through N worker processes (the GPU default, with pinned memory there)
     loader + to_model        0 workers, plus the conversion to float (B, C, T, H, W) in [-1, 1]
-    training step            vidgan's default train step (`gan_step`, as benchmarks/train_throughput.py)
+    training step            vidgan's default train step (`GANStep`, as benchmarks/train_throughput.py)
                              at the same shape and batch: the clips/s the loader has to keep up with
 
 Printed last: loader clips/s / training-step clips/s (target: at least 20x). Pass
@@ -46,12 +46,13 @@ def loader_rate(data, batch: int, steps: int, workers: int, convert: bool = Fals
 def step_rate(batch: int, steps: int) -> tuple[float, str]:
     import torch
 
-    from vidgan.config import TrainConfig, load_config
+    from vidgan.config import TrainConfig
     from vidgan.models.registry import build_model
+    from vidgan.presets import load_config
     from vidgan.training import speed
-    from vidgan.training.gan import StepSettings, gan_step
+    from vidgan.training.gan import GANStep, StepSettings
 
-    cfg = load_config("64px", {"model.resolution": SIZE, "model.frames": FRAMES, "model.channels": 3})
+    cfg = load_config("64px").with_data_shape(frames=FRAMES, resolution=SIZE, channels=3)
     torch.manual_seed(0)
     G, D = build_model(cfg.model)
     plan = speed.resolve_speed(TrainConfig(), torch.device("cpu"), width=cfg.model.max_channels)
@@ -61,11 +62,11 @@ def step_rate(batch: int, steps: int) -> tuple[float, str]:
         speed.to_channels_last(D)
         real = real.contiguous(memory_format=torch.channels_last_3d)
     opt_g, opt_d = speed.make_adam(G.parameters(), 2e-4, (0.5, 0.999), plan), speed.make_adam(D.parameters(), 2e-4, (0.5, 0.999), plan)
-    prec, settings = speed.StepPrecision(plan), StepSettings.from_config(cfg.loss, 0)
+    gan_step = GANStep(G, D, opt_g, opt_d, StepSettings.from_config(cfg.loss, 0), precision=speed.StepPrecision(plan))
     times = []
     for i in range(steps + 1):  # the first step warms up (oneDNN primitive creation)
         t0 = time.perf_counter()
-        gan_step(G, D, G, D, opt_g, opt_d, settings, real, torch.randn(batch, G.z_dim), torch.randn(batch, G.z_dim), precision=prec)
+        gan_step(real, torch.randn(batch, G.z_dim), torch.randn(batch, G.z_dim))
         if i:
             times.append(time.perf_counter() - t0)
     return batch / statistics.median(times), plan.describe()

@@ -46,7 +46,7 @@ def child(args) -> None:
     import torch
 
     torch.set_num_threads(2)
-    from vidgan.config import load_config
+    from vidgan.presets import load_config
     from vidgan.training.loop import train
 
     cfg = load_config(

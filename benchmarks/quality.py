@@ -8,7 +8,7 @@ Rows (one training subprocess each, so peak memory and speed are per run):
   mocogan         the `small` preset with --model mocogan
   two-stage       VQ-VAE for half the budget, then the videogpt prior for the other half (`small`)
   ctvgan          the continuous-time generator with the `small` preset (vidgan's default)
-  ctvgan-sprites  the same with the `sprites` recipe (`vidgan train --recipe sprites`, as `vidgan demo`)
+  sprites         the sprites model with the `sprites` recipe (`vidgan train --recipe sprites`, as `vidgan demo`)
   floor           the training clips themselves against the held-out clips
 Data: builtin:moving-mnist 32x32x16 (held out: digits never seen in training) and builtin:sample-clips
 64x64x16 (real street and car footage; each video's first 75% trains, its last 25% is held out).
@@ -31,10 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROWS = ["videogan-paper", "videogan", "mocogan", "two-stage", "ctvgan", "ctvgan-sprites"]
+ROWS = ["videogan-paper", "videogan", "mocogan", "two-stage", "ctvgan", "sprites"]
 DATASETS = {"moving-mnist": 32, "sample-clips": 64}
 LONG = {"train.steps": 10**7, "train.checkpoint_every": 10**7, "train.sample_every": 10**7}
-PAPER = {"model.name": "videogan", "loss.name": "nonsat", "loss.penalty": "none", "model.spectral_norm": False,
+PAPER = {"loss.name": "nonsat", "loss.penalty": "none", "model.spectral_norm": False,
          "train.lr_g": 2e-4, "train.lr_d": 2e-4, "train.betas": [0.5, 0.999], "train.precision": "fp32", "train.batch_size": 64}  # fmt: skip
 
 
@@ -43,7 +43,7 @@ def child(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from vidgan.config import load_config, recipe_overrides
+    from vidgan.presets import resolve_config
     from vidgan.run import Run
     from vidgan.training.loop import train
 
@@ -51,15 +51,17 @@ def child(args) -> None:
     base = {"data": args.data, "train.seed": args.seed, **LONG}
     if args.row == "two-stage":
         vq, prior = Path(args.run) / "vq", Path(args.run) / "prior"
-        train(load_config(args.preset, base | {"model.name": "vqvae", "train.time_budget": args.budget / 2}), vq, **quiet)
-        overrides = base | {"model.name": "videogpt", "vq.vqvae_run": str(vq), "train.time_budget": args.budget / 2}
-        result = train(load_config(args.preset, overrides), prior, **quiet)
+        train(resolve_config(args.preset, model="vqvae", overrides=base | {"train.time_budget": args.budget / 2}), vq, **quiet)
+        overrides = base | {"vq.vqvae_run": str(vq), "train.time_budget": args.budget / 2}
+        result = train(resolve_config(args.preset, model="videogpt", overrides=overrides), prior, **quiet)
         print(json.dumps({"steps": result.step, "clips_per_s": Run(prior).mean_speed(), "run": str(prior)}))
         return
-    preset, overrides = ("64px", PAPER) if args.row == "videogan-paper" else (args.preset, {"model.name": args.row})
-    if args.row == "ctvgan-sprites":
-        overrides = recipe_overrides("sprites")
-    result = train(load_config(preset, base | overrides | {"train.time_budget": args.budget}), args.run, **quiet)
+    preset, model, recipe, extra = {
+        "videogan-paper": ("64px", "videogan", None, PAPER),
+        "sprites": (None, None, "sprites", {}),  # the recipe's base preset
+    }.get(args.row, (args.preset, args.row, None, {}))
+    overrides = base | extra | {"train.time_budget": args.budget}
+    result = train(resolve_config(preset, model=model, recipe=recipe, overrides=overrides), args.run, **quiet)
     print(json.dumps({"steps": result.step, "clips_per_s": Run(args.run).mean_speed(), "run": str(args.run)}))
 
 

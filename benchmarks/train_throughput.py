@@ -1,6 +1,6 @@
 """Training-step throughput: the plain fp32 eager baseline against vidgan's default path, same run.
 
-Both paths run `vidgan.training.gan.gan_step` (one D update + one G update, the trainer's step) on
+Both paths run `vidgan.training.gan.GANStep` (one D update + one G update, the trainer's step) on
 the same model, batch and random input:
 
     baseline   fp32, eager, contiguous tensors, torch.optim.Adam with its defaults: plain PyTorch
@@ -25,7 +25,7 @@ the median of the per-round ratios.
 With --sparse K the two paths are the continuous-time model (ctvgan) on vidgan's default speed path:
 `dense` renders and judges all T frames of each clip, `sparse` only K frames at random times (what
 `vidgan train --model ctvgan` does); the last line is then dense s/step / sparse s/step. --recipe
-sprites: ctvgan with the sprites recipe (as `vidgan demo`).
+sprites: the sprites model with the sprites recipe (as `vidgan demo`) instead of ctvgan.
 
     python benchmarks/train_throughput.py --sparse 3 --shape 32x32x16 --preset small --channels 1 --batch 16
     python benchmarks/train_throughput.py --sparse 2 --recipe sprites --shape 32x32x16 --preset small --channels 1 --batch 16
@@ -52,20 +52,23 @@ def worker(args) -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vidgan.config import TrainConfig, load_config, recipe_overrides
+    from vidgan.config import TrainConfig
     from vidgan.models.registry import build_model
+    from vidgan.presets import resolve_config
     from vidgan.training import speed
-    from vidgan.training.gan import StepSettings, gan_step, sparse_times, take_frames
+    from vidgan.training.gan import GANStep, StepSettings, sparse_times, take_frames
 
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     res, frames = (int(v) for v in args.shape.split("x")[1:])
-    shape = {"model.resolution": res, "model.frames": frames, "model.channels": args.channels}
     k = None if args.path in ("baseline", "vidgan") else (frames if args.path == "dense" else args.sparse)
-    recipe = recipe_overrides(args.recipe) if args.recipe else {}
-    model = {} if k is None else recipe | {"model.name": "ctvgan", "model.sparse_frames": k}
-    cfg = load_config(args.preset, shape | model)
+    if k is None:
+        cfg = resolve_config(args.preset, model="videogan")
+    else:
+        model = None if args.recipe else "ctvgan"
+        cfg = resolve_config(args.preset, model=model, recipe=args.recipe, overrides={"model.sparse_frames": k})
+    cfg = cfg.with_data_shape(frames=frames, resolution=res, channels=args.channels)
     torch.manual_seed(0)
     G, D = build_model(cfg.model)
     G.to(device).train()
@@ -89,6 +92,7 @@ def worker(args) -> None:
         G_run, D_run = compiler(G), compiler(D)
         what = plan.describe(args.batch // accum)
     settings = StepSettings.from_config(cfg.loss, 0, clips=args.clips)  # the size loss.augment "auto" decides by
+    gan_step = GANStep(G_run, D_run, opt_g, opt_d, settings, precision=prec, accum=accum)
     noise = torch.Generator().manual_seed(2)
     steps_done: list[int] = []
 
@@ -105,9 +109,7 @@ def worker(args) -> None:
         steps_done.append(1)
         penalty = settings.penalty
         settings.penalty = "none" if count_flops else penalty
-        loss_d, loss_g, _, _ = gan_step(
-            G_run, D_run, G_run, D_run, opt_g, opt_d, settings, clips, z_d, z_g, step=index, precision=prec, accum=accum, times=times
-        )
+        loss_d, loss_g, _, _ = gan_step(clips, z_d, z_g, step=index, times=times)
         settings.penalty = penalty
         if not (torch.isfinite(loss_d) and torch.isfinite(loss_g)):
             raise RuntimeError(f"{args.path}: non-finite loss")
@@ -232,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--clips", type=int, default=4000, help="training-set size a loss.augment of auto decides by (default 4000: vidgan demo's)"
     )
-    ap.add_argument("--recipe", help="with --sparse: ctvgan with this recipe's settings (e.g. sprites, as vidgan demo)")
+    ap.add_argument("--recipe", help="with --sparse: this recipe's model and settings instead of ctvgan (e.g. sprites, as vidgan demo)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -245,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     print(
-        f"{f'ctvgan (K={args.sparse} of all frames)' if args.sparse else 'VideoGAN'} gan_step, {args.preset} model at {args.shape} "
+        f"{f'ctvgan (K={args.sparse} of all frames)' if args.sparse else 'VideoGAN'} GANStep, {args.preset} model at {args.shape} "
         f"x{args.channels} channels, batch {args.batch}, device {args.device}"
         + (f", {args.threads} threads per path" if args.device == "cpu" else "")
         + f"; torch {torch.__version__}",

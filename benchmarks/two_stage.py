@@ -41,7 +41,6 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from vidgan.config import load_config
     from vidgan.data.clips import ClipDataset
     from vidgan.data.prepare import PrepareSettings, prepare
     from vidgan.data.video_io import to_model
@@ -49,6 +48,7 @@ def main() -> None:
     from vidgan.metrics.sources import ArraySource, DatasetSource
     from vidgan.models.vqvae import psnr
     from vidgan.pipeline import VideoPipeline
+    from vidgan.presets import load_config
     from vidgan.run import Run
     from vidgan.training.loop import train
     from vidgan.training.two_stage import load_vqvae

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from vidgan.config import RunConfig, load_config
+from vidgan.config import RunConfig
+from vidgan.presets import load_config
 
 
 def tiny_config(data: Path, **overrides) -> RunConfig:

@@ -39,7 +39,7 @@ def test_quality_benchmark_end_to_end(tmp_path):
         assert data["floor"]["fd"] > 0 and "transcribed_from" not in data
         assert {r["row"] for r in data["rows"]} == {t["row"] for t in result["table"] if t["dataset"] == data["suite"]} - {"floor"}
     table = {(t["dataset"], t["row"]): t for t in result["table"]}
-    rows = ["videogan-paper", "videogan", "mocogan", "two-stage", "ctvgan", "ctvgan-sprites", "floor"]
+    rows = ["videogan-paper", "videogan", "mocogan", "two-stage", "ctvgan", "sprites", "floor"]
     assert set(table) == {(d, r) for d in ("moving-mnist", "sample-clips") for r in rows}
     for (dataset, row), t in table.items():
         assert t["fd"] > 0 and 0 <= t["precision"] <= 1 and 0 <= t["recall"] <= 1, (dataset, row, t)
@@ -113,7 +113,7 @@ def test_generate_throughput_compares_the_models_samplers():
         sys.executable,
         str(BENCHMARKS / "generate_throughput.py"),
         "--models",
-        "videogan,ctvgan,ctvgan:layers",
+        "videogan,ctvgan,sprites:sprites",
         "--n",
         "2",
         "--batch",
@@ -124,7 +124,7 @@ def test_generate_throughput_compares_the_models_samplers():
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [ln.split() for ln in proc.stdout.splitlines() if "clips/s" in ln and ln.startswith("  ")]
-    assert [ln[0] for ln in lines] == ["videogan", "ctvgan", "ctvgan:layers"] and all(float(ln[1]) > 0 for ln in lines), proc.stdout
+    assert [ln[0] for ln in lines] == ["videogan", "ctvgan", "sprites:sprites"] and all(float(ln[1]) > 0 for ln in lines), proc.stdout
 
 
 def _quality_results(rows: list[tuple[str, int, float]], **extra) -> dict:

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from helpers import tiny_config, torch_threads
 from vidgan.cli import app
-from vidgan.config import load_config
 from vidgan.data.video_io import probe, read_video
 from vidgan.pipeline import VideoPipeline
+from vidgan.presets import resolve_config
 from vidgan.run import CheckpointError, Run
 from vidgan.training.loop import train
 
@@ -78,7 +78,7 @@ def test_cli_errors_are_one_line(tmp_path, mnist_data):
         (["train", str(mnist_data), "--out", str(tmp_path / "r"), "--set", "optim.lr=1"], "no section 'optim'"),
         (["train", str(mnist_data), "--out", str(tmp_path / "r"), "--set", "train.steps=many"], "--set: train.steps:"),
         (["train", str(mnist_data), "--out", str(tmp_path / "r"), "--recipe", "faces"], "unknown recipe 'faces'; recipes: sprites"),
-        (["train", str(mnist_data), "--out", str(tmp_path / "r"), "--recipe", "sprites", "--model", "videogan"], "is for --model ctvgan"),
+        (["train", str(mnist_data), "--out", str(tmp_path / "r"), "--recipe", "sprites", "--model", "videogan"], "is for --model sprites"),
     ]
     for args, message in cases:
         result = runner.invoke(app, args)
@@ -135,18 +135,23 @@ def test_train_and_resume_commands(mnist_data, tmp_path):
 
 
 def test_a_recipe_sets_its_kind_of_data_settings_and_options_still_win(mnist_data, tmp_path):
-    from vidgan.config import RECIPES
+    from vidgan.presets import read_recipe
 
     args = ["train", str(mnist_data), "--config", "tiny", "--recipe", "sprites", "--steps", "1", "--no-progress"]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "r"), "--set", "loss.mode_seeking=0.5"])
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
-    for dotted, value in RECIPES["sprites"].items():
-        section, key = dotted.split(".")
-        if dotted != "loss.mode_seeking":
-            assert saved[section][key] == value, dotted
+    recipe = read_recipe("sprites")
+    for section in ("model", "loss", "train"):
+        for key, value in recipe[section].items():
+            if (section, key) != ("loss", "mode_seeking"):
+                assert saved[section][key] == value, (section, key)
     assert saved["loss"]["mode_seeking"] == 0.5  # --set wins over the recipe
-    assert saved["model"]["z_dim"] == load_config("tiny", {"model.name": "ctvgan"}).model.z_dim  # the rest is the preset's
+    assert saved["model"]["z_dim"] == resolve_config("tiny", model="sprites").model.z_dim  # the rest is the preset's
+    again = runner.invoke(app, [*args, "--out", str(tmp_path / "r"), "--resume", "--set", "loss.mode_seeking=0.5"])
+    assert again.exit_code == 0, again.output  # the same command resumed: it agrees with the run, so it is honoured
+    other = runner.invoke(app, ["train", "--config", "small", "--resume", "--out", str(tmp_path / "r"), "--no-progress"])
+    assert other.exit_code == 1 and "--config small gives another" in other.output and "a resumed run keeps its settings" in other.output
 
 
 @pytest.mark.slow  # starts `vidgan demo`, which trains on a time budget
@@ -165,7 +170,8 @@ def test_demo_runs_end_to_end(tmp_path):
     assert len(list((out / "samples").glob("clip_*.mp4"))) == 16
     assert Run(out / "run").latest() is not None
     saved = json.loads((out / "run" / "config.json").read_text())  # Moving MNIST: the sprites recipe
-    assert (saved["model"]["name"], saved["model"]["synthesis"], saved["model"]["layer_size"]) == ("ctvgan", "layers", 0.5)
+    assert (saved["model"]["name"], saved["model"]["layers"], saved["model"]["layer_size"]) == ("sprites", 2, 0.5)
+    assert (saved["model"]["d_channels"], saved["train"]["lr_g"]) == (32, 0.001)  # the recipe over the small preset
 
 
 def test_truncation_and_interpolation(tiny_run, tmp_path):
@@ -219,7 +225,7 @@ def test_two_stream_mask_prior_shrinks_the_mask(mnist_data, tmp_path):
             progress=False,
             log=lambda s: None,
         )
-        pipe = VideoPipeline.from_pretrained(run, ema=False)
-        pipe(n=8, seed=0)
-        sizes[weight] = pipe.generator.last_mask.mean().item()
+        G = VideoPipeline.from_pretrained(run, ema=False).generator
+        with torch.no_grad():
+            sizes[weight] = G(torch.randn(8, G.z_dim, generator=torch.Generator().manual_seed(0)), extras=True)[1]["mask"].mean().item()
     assert sizes[5.0] < 0.8 * sizes[0.0], sizes

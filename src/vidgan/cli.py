@@ -80,11 +80,14 @@ def prepare(
 def train(
     data: Path | None = typer.Argument(None, help="prepared dataset folder (optional with --resume)"),
     out: Path = typer.Option(..., "--out", help="run folder: config.json, checkpoints/, samples/, tb/, log.jsonl"),
-    config: str = typer.Option("small", help="preset (tiny, small, 64px, 128px) or a YAML file"),
+    config: str | None = typer.Option(None, help="preset (tiny, small, 64px, 128px) or a YAML file (default: the recipe's, else small)"),
     resume: bool = typer.Option(False, help="continue the run in --out from its newest checkpoint"),
-    model: str | None = typer.Option(None, help="videogan, videogan-2stream, tgan, mocogan, vqvae, videogpt (default: the preset's)"),
+    model: str | None = typer.Option(
+        None, help="ctvgan, sprites, videogan, videogan-2stream, tgan, mocogan, vqvae, videogpt (default: the preset's)"
+    ),
     recipe: str | None = typer.Option(
-        None, help="settings for a kind of data over the preset: sprites (ctvgan; objects moving over a plain background, as vidgan demo)"
+        None,
+        help="settings for a kind of data (src/vidgan/configs/recipes/): sprites (objects moving over a plain background, as vidgan demo)",
     ),
     loss: str | None = typer.Option(None, help="nonsat, hinge, wgan or lsgan"),
     penalty: str | None = typer.Option(None, help="none, r1 or gp (WGAN-GP)"),
@@ -123,7 +126,7 @@ def train(
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Train a video GAN. Multi-process: torchrun --nproc_per_node N -m vidgan train ..."""
-    from vidgan.config import apply_settings, load_config, recipe_overrides, with_overrides
+    from vidgan.presets import apply_settings, changed_setting, resolve_config, with_overrides
     from vidgan.run import Run
     from vidgan.training.loop import train as run_train
 
@@ -131,27 +134,26 @@ def train(
         chosen = {
             "data": data and str(data), "train.steps": steps, "train.batch_size": batch_size, "train.time_budget": budget,
             "train.seed": seed, "train.eval_every": eval_every, "train.precision": precision, "train.compile": compile,
-            "train.grad_accum": accum, "model.name": model, "model.condition": condition, "loss.name": loss,
+            "train.grad_accum": accum, "model.condition": condition, "loss.name": loss,
             "loss.penalty": penalty, "loss.augment": aug, "vq.vqvae_run": vqvae and str(vqvae), "vq.tokens": tokens and str(tokens),
         }  # fmt: skip
         overrides = {k: v for k, v in chosen.items() if v is not None}
-        if recipe is not None and resume:
-            raise ValueError(f"a resumed run keeps the settings it was started with; drop --recipe {recipe}")
-        if recipe is not None:  # the options above (and --set) win over the recipe
-            from_recipe = recipe_overrides(recipe)
-            if model is not None and model != from_recipe["model.name"]:
-                raise ValueError(f"recipe {recipe} is for --model {from_recipe['model.name']}, not {model}; drop one of them")
-            overrides = from_recipe | overrides
         if resume and not Run(out).exists():
             raise ValueError(f"{out}: no run to resume (no config.json there); check --out, or start it without --resume")
         if resume:
-            cfg = with_overrides(Run(out).config(), overrides)
+            cfg = apply_settings(with_overrides(Run(out).config(), overrides), settings or [])
+            if recipe is not None or model is not None or config is not None:  # the same command again: honoured if it agrees
+                given = " ".join(f"--{k} {v}" for k, v in (("config", config), ("model", model), ("recipe", recipe)) if v is not None)
+                differs = changed_setting(
+                    cfg, resolve_config(config, model=model, recipe=recipe, overrides=overrides, settings=settings or [])
+                )
+                if differs:
+                    raise ValueError(f"{given} gives another {differs} than the run in {out} was started with; a resumed run keeps "
+                                     f"its settings: drop {given}, or start a new run with another --out")  # fmt: skip
         else:
-            cfg = load_config(config, overrides)
+            cfg = resolve_config(config, model=model, recipe=recipe, overrides=overrides, settings=settings or [])
         if not cfg.data:
             raise ValueError("no dataset given: pass DATA (a folder made by `vidgan prepare`)")
-        if settings:
-            cfg = apply_settings(cfg, settings)
         result = run_train(cfg, out, resume=resume, device=device, progress=progress)
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
@@ -201,7 +203,7 @@ def generate(
     text: str | None = typer.Option(None, help="a sentence, for text-conditional models"),
     first_frame: Path | None = typer.Option(None, help="image to animate, for image-to-video models"),
     frames: int | None = typer.Option(
-        None, min=1, max=4096, help="clip length, if the model can run longer than trained (tgan, mocogan, ctvgan)"
+        None, min=1, max=4096, help="clip length, if the model can run longer than trained (tgan, mocogan, ctvgan, sprites)"
     ),
     truncation: float | None = typer.Option(None, min=0.01, help="redraw noise values beyond +-T (e.g. 1.0): fewer, more typical clips"),
     hold: str | None = typer.Option(None, help="mocogan: 'content' (one subject, varied motion) or 'motion' (one motion, varied subjects)"),
@@ -213,7 +215,10 @@ def generate(
         None, min=0, help="videogpt: sample among the k most likely tokens (0 = all; default: the run's vq.top_k)"
     ),
     time_scale: float | None = typer.Option(
-        None, min=0.001, max=1000.0, help="ctvgan: frame i shows time i * T (0.5 = slow motion with twice the frames, 2 = twice as fast)"
+        None,
+        min=0.001,
+        max=1000.0,
+        help="ctvgan, sprites: frame i shows time i * T (0.5 = slow motion with twice the frames, 2 = twice as fast)",
     ),
     device: str = typer.Option("cpu"),
     to_library: Path | None = typer.Option(
@@ -249,7 +254,7 @@ def demo(
     clips: int = typer.Option(4000, min=16, max=1_000_000, help="Moving MNIST clips to prepare"),
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
-    """Prepare built-in Moving MNIST, train ctvgan (small preset, sprites recipe) for --budget seconds, generate clips."""
+    """Prepare built-in Moving MNIST, train the sprites model (sprites recipe) for --budget seconds, generate clips."""
     from vidgan.demo import run_demo
 
     try:

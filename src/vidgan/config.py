@@ -1,19 +1,17 @@
-"""Run configuration: pydantic models, YAML presets in, `config.json` saved in every run dir.
-
-A preset (`tiny`, `small`, `64px`, ...) or a YAML file gives the model widths and training
-settings; the clip shape (frames, resolution, channels) always comes from the prepared
-dataset, so one preset serves any dataset.
+"""Run configuration: the settings of a run as pydantic models, one section each (`model`, `loss`,
+`train`, `vq`), and one settings class per model family, chosen by `model.name`; saved as
+`config.json` in every run folder. Where the values come from (presets, recipes, options, --set) is
+vidgan.presets' job. The clip shape (frames, resolution, channels, classes, fps) always comes from
+the prepared dataset, so one preset serves any dataset.
 """
 
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # Ranges every setting must respect: an impossible value is refused when the config is read, not
 # discovered as a crash (or worse, a silently wrong run) later.
@@ -29,60 +27,113 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ModelConfig(_Strict):
-    name: str = "videogan"
-    z_dim: Positive = 100
-    g_channels: Positive = 512  # widest generator layer; halves at every upsampling block
-    d_channels: Positive = 64  # narrowest discriminator layer; doubles at every downsampling block
-    max_channels: Positive = 512
-    spectral_norm: bool = False  # on the discriminator's convs
-    # ProGAN's minibatch standard deviation: D sees how much the clips of a small group differ,
-    # so a generator that ignores its noise is easy to spot (fights mode collapse).
-    minibatch_std: bool = False
-    # What the generator is conditioned on: "none", "class" (dataset labels), "text" (caption
-    # embeddings, text_dim wide) or "first-frame" (generate the rest of a clip from its frame 0).
+DATA_FIELDS = ("frames", "resolution", "channels", "num_classes", "classes", "fps")
+
+
+class ModelBase(_Strict):
+    """What every model has: what it is conditioned on, and the clip shape and classes, which come from
+    the prepared dataset (RunConfig.with_data_shape: a value given in a config must agree with the data)."""
+
+    name: str
+    # "none", "class" (dataset labels), "text" (caption embeddings, text_dim wide) or "first-frame"
+    # (generate the rest of a clip from its frame 0)
     condition: str = "none"
-    cond_dim: Positive = 64  # width of the condition embedding fed to G and used for D's projection
     text_dim: Positive = 384  # MiniLM-L6 sentence embeddings
-    # Model-specific settings; models that do not use a field ignore it. None means "as wide as z_dim".
-    frame_dim: Positive | None = None  # tgan: width of each frame's latent z_t from the temporal generator
-    content_dim: Positive | None = None  # mocogan: width of the content code (one per clip); G.z_dim adds frames * noise_dim
-    noise_dim: Positive = 10  # mocogan: width of the per-frame motion noise eps_t (10 in MoCoGAN)
-    motion_dim: Positive = 10  # mocogan: width of the motion code m_t, the GRU's state (MoCoGAN's d_M = 10)
-    image_frames: Positive = 1  # mocogan: frames per clip the image discriminator judges (mean of their logits)
-    # ctvgan (continuous-time generator, vidgan.models.ctvgan)
-    w_dim: Positive = 128  # width of the mapped content code w
-    mapping_layers: Positive = 2  # layers of the mapping network z -> w
-    motion_spacing: Rate = 4.0  # frames between two random motion codes on the time axis
-    sparse_frames: Positive = 3  # frames per clip that the discriminator sees (and the generator renders in training)
-    fuse_resolution: Positive = 8  # the discriminator judges frames one by one down to this size, then together
-    # the per-frame image network: "dcgan" (BatchNorm, transposed convs), "resize-conv" (the same with
-    # nearest 2x upsampling + 3x3 convs), "style" (StyleGAN2 modulated convs) or "layers" (the DCGAN
-    # network draws a smooth backdrop and `moving_layers` layers once per clip; motion only moves them)
-    synthesis: str = "dcgan"
-    # ctvgan D: the minibatch std of spatially averaged frame features as one more input (sees a
-    # generator that draws the same thing in different places, which the std of feature maps misses)
-    content_std: bool = False
-    moving_layers: Positive = 2  # ctvgan synthesis "layers": layers that move over the backdrop
-    # ctvgan synthesis "layers": a layer's side as a fraction of the frame's (1: frame-sized layers;
-    # 0.5: sprites half the frame wide, drawn at half the resolution, which bounce off the frame's edges)
-    layer_size: Annotated[float, Field(gt=0, le=1)] = 1.0
-    # ctvgan synthesis "layers": draw each layer by itself from its own content code (noise of z_dim per
-    # layer, one image network shared by all): what one layer shows does not decide what another does
-    own_layer_codes: bool = False
-    # ctvgan synthesis "layers" with layer_size < 1: draw the layers at the frame's resolution and
-    # box-filter them down to their size (smooth, anti-aliased edges, as downscaled video has)
-    layer_supersample: bool = False
-    # ctvgan synthesis "layers": place the layers at whole pixels (gradients as if placed exactly): a layer
-    # shifted by a fraction of a pixel is resampled, and so blurred; whole-pixel shifts copy it as drawn
-    layer_snap: bool = False
-    # Filled from the dataset at train time.
     frames: Positive = 16
     resolution: Positive = 64
     channels: Positive = 3
     num_classes: NonNegative = 0
     classes: list[str] = []  # class names (the dataset's sub-folder names), index = label
     fps: Rate = 8.0  # playback rate of generated clips: the training data's rate
+
+
+class GANModel(ModelBase):
+    """What every GAN has: noise, widths, the discriminator's regularisers and the condition embedding."""
+
+    z_dim: Positive = 100
+    g_channels: Positive = 512  # widest generator layer; halves at every upsampling block
+    d_channels: Positive = 64  # narrowest discriminator layer; doubles at every downsampling block
+    max_channels: Positive = 512
+    spectral_norm: bool = False  # on the discriminator's convs
+    # ProGAN's minibatch standard deviation: D sees how much the clips of a small group differ, so a
+    # generator that ignores its noise is easy to spot
+    minibatch_std: bool = False
+    cond_dim: Positive = 64  # width of the condition embedding fed to G and used for D's projection
+
+
+class VideoGANConfig(GANModel):
+    """vidgan.models.videogan: 3D convolutions; videogan-2stream adds a static background and a mask."""
+
+    name: Literal["videogan", "videogan-2stream"] = "videogan"
+
+
+class TGANConfig(GANModel):
+    """vidgan.models.tgan: a GRU unrolls z into per-frame latents for a 2D image generator."""
+
+    name: Literal["tgan"] = "tgan"
+    frame_dim: Positive | None = None  # width of each frame's latent z_t (None: z_dim)
+
+
+class MoCoGANConfig(GANModel):
+    """vidgan.models.mocogan: one content code per clip, a motion code per frame."""
+
+    name: Literal["mocogan"] = "mocogan"
+    content_dim: Positive | None = None  # width of the content code (None: z_dim); G's noise adds frames * noise_dim
+    noise_dim: Positive = 10  # width of the per-frame motion noise eps_t
+    motion_dim: Positive = 10  # width of the motion code m_t, the GRU's state (MoCoGAN's d_M)
+    image_frames: Positive = 1  # frames per clip the image discriminator judges
+
+
+class ContinuousTimeModel(GANModel):
+    """What the continuous-time models (ctvgan, sprites) share: content mapping, motion codes on the
+    time axis, and a discriminator that sees a few frames per clip with their time gaps."""
+
+    w_dim: Positive = 128  # width of the mapped content code w
+    mapping_layers: NonNegative = 2  # layers of the mapping network z -> w
+    motion_dim: Positive = 10  # width of a motion code
+    motion_spacing: Rate = 4.0  # frames between two random motion codes on the time axis
+    sparse_frames: Positive = 3  # frames per clip the discriminator sees (and the generator renders in training)
+    fuse_resolution: Positive = 8  # the discriminator judges frames one by one down to this size, then together
+
+
+class CTVGANConfig(ContinuousTimeModel):
+    """vidgan.models.ctvgan: every frame drawn by one 2D image network from (content, motion at t)."""
+
+    name: Literal["ctvgan"] = "ctvgan"
+
+
+class SpritesConfig(ContinuousTimeModel):
+    """vidgan.models.sprites: objects moving over a plain, static background (Moving MNIST-like data)."""
+
+    name: Literal["sprites"] = "sprites"
+    layers: Positive = 2  # objects per clip, each drawn once from its own content code (z_dim each)
+    layer_size: Annotated[float, Field(gt=0, le=1)] = 0.5  # an object's side as a fraction of the frame's
+    # place objects at whole pixels (gradients as if placed exactly): a fractional shift resamples, so blurs
+    snap: bool = True
+
+
+class TwoStageModelConfig(ModelBase):
+    """The two-stage generator (vqvae, then videogpt on its tokens): its settings are the `vq:` section."""
+
+    name: Literal["vqvae", "videogpt"] = "vqvae"
+
+
+MODEL_CONFIGS: dict[str, type[ModelBase]] = {
+    name: cls
+    for cls in (VideoGANConfig, TGANConfig, MoCoGANConfig, CTVGANConfig, SpritesConfig, TwoStageModelConfig)
+    for name in cls.model_fields["name"].annotation.__args__
+}
+ModelConfig = Annotated[
+    VideoGANConfig | TGANConfig | MoCoGANConfig | CTVGANConfig | SpritesConfig | TwoStageModelConfig, Field(discriminator="name")
+]
+
+
+def model_config(**settings) -> ModelBase:
+    """The settings class of model `name` (default videogan) with `settings`: ModelConfig's constructor."""
+    name = settings.get("name", "videogan")
+    if name not in MODEL_CONFIGS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODEL_CONFIGS))}")
+    return MODEL_CONFIGS[name](**settings)
 
 
 class LossConfig(_Strict):
@@ -94,17 +145,11 @@ class LossConfig(_Strict):
     # DiffAugment policy for real and fake clips, e.g. "color,translation,cutout"; "auto": that policy for
     # training sets of fewer than 1,000 clips, none for larger ones (vidgan.training.augment.resolve_policy)
     augment: str = ""
-    # L1 sparsity prior on what a model reports as its mask: videogan-2stream's foreground mask (the
-    # paper used 0.1); ctvgan "layers": the layers' alpha (transparent wherever nothing is drawn)
+    # L1 sparsity prior on the mask a generator returns (videogan-2stream's foreground, sprites' alpha)
     mask_l1: Weight = 0.0
-    # MSGAN's mode-seeking term (Mao et al. 2019): weight of 1 / (how far apart two clips' drawings are
-    # / how far apart their noises are), so G cannot draw the same thing for different noise. It
-    # compares what a model reports as its drawing (ctvgan "layers": the layers, wherever they move),
-    # else the clips.
+    # MSGAN's mode-seeking term (Mao et al. 2019), so different noise draws different things: compares
+    # the drawing a generator returns (sprites: the objects, wherever they move), else the clips
     mode_seeking: Weight = 0.0
-
-
-TWO_STAGE_MODELS = ("vqvae", "videogpt")
 
 
 class VQConfig(_Strict):
@@ -150,11 +195,8 @@ class TrainConfig(_Strict):
     # where the budget ends when that comes first (predicted from the step time after 25 steps and saved
     # with the checkpoints)
     lr_schedule: str = "constant"
-    # With a time budget, a decay is planned to end this fraction past where the budget ends, so the
-    # last steps still learn (cosine: 4% of the rate left at the end). On Moving MNIST (ctvgan's sprites
-    # recipe, 600 s, held-out fd) runs whose decay ended at or before the budget's end scored 54.8, 63.5
-    # and 69.8; runs whose decay would have ended 7-15% past it 40.9, 42.7 and 46.9; with this setting
-    # 35.7 and 52.6 (seeds 0 and 1; README).
+    # with a time budget, a decay ends this fraction past where the budget ends, so the last steps still
+    # learn (docs/experiments/)
     decay_past_budget: Weight = 0.15
     warmup_steps: NonNegative = 0  # linear learning-rate warm-up
     seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
@@ -163,10 +205,8 @@ class TrainConfig(_Strict):
     checkpoint_every: Positive = 500
     keep_checkpoints: NonNegative = 3  # 0 = keep every checkpoint
     num_samples: Positive = 16  # fixed-noise clips in each sample grid and the diversity monitor
-    # The diversity monitor renders the num_samples fixed-noise clips with the EMA generator on the first
-    # logged step of every monitor_every steps (and the last). At every logged step of `small` (10) it
-    # cost ctvgan's per-frame recipe 11% of its steps (90 s on Moving MNIST: 503 against 567 steps), the
-    # sprites recipe 3% (349 against 361).
+    # the diversity monitor renders the num_samples fixed-noise clips on the first logged step of every
+    # monitor_every steps (and the last): every logged step cost a visible share of a CPU run's steps
     monitor_every: Positive = 50
     warmup_collapse_steps: NonNegative = 200  # no mode-collapse warnings before this step (early G is uniform)
     time_budget: Rate | None = Field(default=None, description="stop (with a checkpoint) after this many seconds")
@@ -192,18 +232,46 @@ class TrainConfig(_Strict):
 
 class RunConfig(_Strict):
     data: str = ""  # prepared dataset directory
-    model: ModelConfig = ModelConfig()
+    model: ModelConfig = Field(default_factory=VideoGANConfig)
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
-    vq: VQConfig = VQConfig()  # models vqvae / videogpt only: not written into other runs' config.json
+    vq: VQConfig | None = None  # the two-stage models only (vqvae, videogpt)
+
+    @model_validator(mode="after")
+    def _vq_only_for_two_stage(self) -> RunConfig:
+        if self.two_stage and self.vq is None:
+            self.vq = VQConfig()
+        elif not self.two_stage and self.vq is not None:
+            raise ValueError(f"vq: settings of the two-stage models (vqvae, videogpt), and model.name is {self.model.name}; remove them")
+        return self
 
     @property
     def two_stage(self) -> bool:
-        return self.model.name in TWO_STAGE_MODELS
+        return isinstance(self.model, TwoStageModelConfig)
 
     def save(self, path: str | Path) -> None:
-        exclude = None if self.two_stage else {"vq"}
+        """Every setting as JSON; the clip shape only where it is set (a run's: filled from its data), so a
+        config saved before training still fits any dataset."""
+        unset = {key for key in DATA_FIELDS if key not in self.model.model_fields_set}
+        exclude = {"model": unset} | ({"vq": True} if self.vq is None else {})
         Path(path).write_text(json.dumps(self.model_dump(mode="json", exclude=exclude), indent=2) + "\n")
+
+    def with_data_shape(self, frames: int, resolution: int, channels: int, classes: list[str] | tuple = (), fps: float = 8.0) -> RunConfig:
+        """The config with the clip shape and classes of a dataset filled in. They come from the data: one
+        that the config gives (a preset, a --set, a saved config.json) is honoured if the data agrees
+        and refused in one line otherwise, never silently replaced."""
+        shape = {"frames": frames, "resolution": resolution, "channels": channels, "num_classes": len(classes)}
+        shape |= {"classes": list(classes), "fps": float(fps)}
+        for key in DATA_FIELDS:
+            given = getattr(self.model, key)
+            if key in self.model.model_fields_set and given != shape[key] and not (key == "classes" and not given):
+                how = {"frames": "--frames", "resolution": "--size", "fps": "--fps"}.get(key)
+                fix = f"prepare the data with {how} {given}, or remove" if how else "remove"
+                raise ValueError(
+                    f"model.{key} is {given!r} in the config but {shape[key]!r} in the data{f' {self.data}' if self.data else ''}: the clip shape and "
+                    f"classes come from the dataset; {fix} model.{key} from the config"
+                )
+        return self.model_copy(update={"model": self.model.model_copy(update=shape)}, deep=True)
 
     def resume_conflict(self, saved: RunConfig) -> str | None:
         """Which settings differ from a saved run's in a way its weights cannot follow ("model/loss",
@@ -214,149 +282,48 @@ class RunConfig(_Strict):
             return None if same else "model/vq"
         return None if self.model == saved.model and self.loss == saved.loss else "model/loss"
 
-    @classmethod
-    def load(cls, path: str | Path) -> RunConfig:
-        try:
-            raw = json.loads(Path(path).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path}: not valid JSON ({err}); restore the run's config.json or start a new run") from None
-        return validated(raw, str(path))
 
-
-def validated(raw: object, source: str) -> RunConfig:
-    """`raw` as a RunConfig; an invalid setting is one line naming where it came from, the setting and the rule."""
+def validated(raw: object, source: str, origin: dict[str, str] | None = None) -> RunConfig:
+    """`raw` as a RunConfig; an invalid setting is one line naming where it came from (`origin`: which
+    source gave each SECTION.KEY, else `source`), the setting and the rule."""
+    origin = origin or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{source}: a config must be a mapping of sections (model:, loss:, train:, ...), not {type(raw).__name__}")
+    model = raw.get("model")
+    if isinstance(model, dict):  # a setting the chosen model does not have is refused, not ignored
+        name = model.get("name", "videogan")
+        known = model_settings(name, origin.get("model.name", source))
+        _known(
+            model, known, lambda key: f"{origin.get(f'model.{key}', source)}: model.{key}: {name} has no setting {key!r}; its settings: "
+        )
+    for section, cls in (("loss", LossConfig), ("train", TrainConfig), ("vq", VQConfig)):
+        if isinstance(raw.get(section), dict):
+            where = lambda key, section=section: (
+                f"{origin.get(f'{section}.{key}', source)}: {section}.{key}: {section} has no setting {key!r}; it has "
+            )  # noqa: E731
+            _known(raw[section], list(cls.model_fields), where)
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
+        # a model's section is validated as its own class: drop that class's tag from the location
+        loc = [str(part) for part in first["loc"]]
+        if loc[:1] == ["model"] and len(loc) > 1 and loc[1] in MODEL_CONFIGS:
+            del loc[1]
+        where = ".".join(loc)
         value = f" (got {first['input']!r})" if not isinstance(first.get("input"), dict) else ""
         more = f"; and {err.error_count() - 1} more" if err.error_count() > 1 else ""
-        raise ValueError(f"{source}: {where}: {first['msg']}{value}{more}") from None
+        raise ValueError(f"{origin.get('.'.join(loc[:2]), source)}: {where}: {first['msg']}{value}{more}") from None
 
 
-def preset_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("vidgan.configs").iterdir() if p.name.endswith(".yaml"))
+def _known(section: dict, known: list[str], message) -> None:
+    for key in section:
+        if key not in known:
+            raise ValueError(message(key) + ", ".join(known))
 
 
-def _set(raw: dict, dotted: str, value) -> None:
-    node = raw
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        node = node.setdefault(key, {})
-    node[leaf] = value
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out.get(key) or {}, value) if isinstance(value, dict) else value
-    return out
-
-
-# Named settings for a kind of data, applied over a preset (`vidgan train --recipe NAME`); what a
-# preset chooses for any data, a recipe chooses for one kind of it.
-RECIPES: dict[str, dict] = {
-    # Objects moving over a plain background (Moving MNIST; `vidgan demo`). ctvgan draws each of 2
-    # sprites half the frame wide once per clip, from its own content code, and motion only moves them,
-    # by whole pixels (sub-pixel shifts blurred them: 26.3, precision 0.58, recall 0.23 before);
-    # MSGAN's mode-seeking term keeps different noise drawing different things; D 32 wide judging 2
-    # frames per clip; learning rates twice the preset's. 600 s on Moving MNIST against held-out digits
-    # (README, "Which model?"): fd_effnet256 25.3 over 2 benchmark runs on a 2-core EPYC (precision 0.47,
-    # recall 0.52) against 61.4 for the small preset's per-frame recipe and 115.1 for videogan; 21.1 over
-    # 3 on a 2-core Xeon with AMX (2.6x the floor, precision 0.52, recall 0.63) against videogan's 135.3;
-    # on natural video (sample-clips 64 px, measured before the drift fix) 478.8 against 336.0: its
-    # backdrop is smooth, so use it for such data only.
-    "sprites": {
-        "model.name": "ctvgan",
-        "model.synthesis": "layers",
-        "model.moving_layers": 2,
-        "model.layer_size": 0.5,
-        "model.own_layer_codes": True,
-        "model.layer_snap": True,
-        "model.d_channels": 32,
-        "model.sparse_frames": 2,
-        "loss.penalty_weight": 1.0,
-        "loss.mode_seeking": 0.05,
-        "train.lr_g": 0.001,
-        "train.lr_d": 0.004,
-    },  # fmt: skip
-}
-
-
-def recipe_overrides(name: str) -> dict:
-    """The dotted overrides of recipe `name` (RECIPES); a clear error naming the recipes otherwise."""
-    if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; recipes: {', '.join(RECIPES)}")
-    return dict(RECIPES[name])
-
-
-def load_config(name_or_path: str, overrides: dict | None = None) -> RunConfig:
-    """A preset name (`tiny`) or a YAML file path, with optional dotted overrides ({"train.steps": 10})
-    applied on top.
-
-    A preset is written for its default model; its `models:` section holds what differs for other
-    models (`models: {videogan: {loss: {name: hinge}}}`), applied when `model.name` (from the preset or
-    the overrides) names one of them."""
-    path = Path(name_or_path)
-    preset = resources.files("vidgan.configs") / f"{name_or_path}.yaml"
-    if path.suffix in (".yaml", ".yml", ".json") or path.is_file():
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: config file not found; pass a preset ({', '.join(preset_names())}) or a YAML file")
-        try:
-            text = path.read_text()
-        except UnicodeDecodeError:
-            raise ValueError(f"{path}: not a text file; --config takes a preset name or a YAML file") from None
-    elif "/" not in name_or_path and preset.is_file():
-        text = preset.read_text()
-    else:
-        raise ValueError(f"unknown config preset {name_or_path!r}; presets: {', '.join(preset_names())}, or a YAML file path")
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-        raise ValueError(f"{name_or_path}:{at} not valid YAML ({getattr(err, 'problem', None) or err}); fix the file") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{name_or_path}: a config must be a mapping of sections (model:, loss:, train:, ...)")
-    per_model = raw.pop("models", None) or {}
-    overrides = overrides or {}
-    name = overrides.get("model.name") or (raw.get("model") or {}).get("name") or ModelConfig().name
-    raw = _merge(raw, per_model.get(name) or {})
-    for dotted, value in overrides.items():
-        _set(raw, dotted, value)
-    return validated(raw, f"config {name_or_path}")
-
-
-def with_overrides(cfg: RunConfig, overrides: dict) -> RunConfig:
-    """The config with dotted overrides ({"train.steps": 10, "model.name": "tgan"}) applied and validated."""
-    raw = cfg.model_dump()
-    for dotted, value in overrides.items():
-        _set(raw, dotted, value)
-    return validated(raw, "settings")
-
-
-def apply_settings(cfg: RunConfig, settings: list[str]) -> RunConfig:
-    """`--set section.key=value` overrides (value read as YAML: 0.1, true, [2, 4, 4], hinge) on a config."""
-    raw = cfg.model_dump()
-    for item in settings:
-        dotted, sep, text = item.partition("=")
-        parts = dotted.strip().split(".")
-        if not sep or len(parts) != 2 or not all(parts):
-            raise ValueError(f"--set {item!r}: write SECTION.KEY=VALUE, e.g. --set vq.adversarial=0.1 or --set train.lr_d=0.0004")
-        section, key = parts
-        if section not in raw or not isinstance(raw[section], dict):
-            raise ValueError(
-                f"--set {item!r}: no section {section!r}; sections: {', '.join(k for k, v in raw.items() if isinstance(v, dict))}"
-            )
-        if key not in raw[section]:
-            raise ValueError(f"--set {item!r}: {section} has no setting {key!r}; it has {', '.join(raw[section])}")
-        try:
-            raw[section][key] = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ValueError(
-                f"--set {item!r}: the value is not valid YAML; quote it or write it as a number, true/false or [a, b]"
-            ) from None
-    return validated(raw, "--set")
+def model_settings(name: object, source: str = "config") -> list[str]:
+    """The settings model `name` has (its class's fields), or one line naming the models there are."""
+    if not isinstance(name, str) or name not in MODEL_CONFIGS:
+        raise ValueError(f"{source}: model.name: unknown model {name!r}; available: {', '.join(sorted(MODEL_CONFIGS))}")
+    return list(MODEL_CONFIGS[name].model_fields)

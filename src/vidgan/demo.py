@@ -1,4 +1,4 @@
-"""`vidgan demo`: built-in Moving MNIST -> ctvgan (small preset, `sprites` recipe) trained for a time budget -> clips."""
+"""`vidgan demo`: built-in Moving MNIST -> the sprites model (`sprites` recipe, small preset) trained for a time budget -> clips."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidgan.config import load_config, recipe_overrides
 from vidgan.data.prepare import PrepareSettings, prepare
 from vidgan.generation import generate
+from vidgan.presets import resolve_config
 from vidgan.run import Run
 from vidgan.training.loop import train
 
@@ -29,7 +29,7 @@ def run_demo(
     clips: int = 4000,
     size: int = 32,
     frames: int = 16,
-    config: str = "small",
+    config: str | None = None,  # the recipe's base preset
     recipe: str | None = "sprites",  # Moving MNIST is objects moving over a plain background
     progress: bool = True,
     log=print,
@@ -41,11 +41,12 @@ def run_demo(
     prepare("builtin:moving-mnist", data_dir, PrepareSettings(size=size, frames=frames), n=clips, seed=0, progress=progress, log=log)
     # `budget` bounds the whole demo: training gets what preparing left, minus time to write the clips.
     train_budget = max(1.0, budget - (time.monotonic() - t0) - min(20.0, 0.05 * budget))
-    overrides = recipe_overrides(recipe) if recipe else {}
-    cfg = load_config(config, overrides | {"data": str(data_dir), "train.time_budget": train_budget, "train.steps": 1_000_000})
+    overrides = {"data": str(data_dir), "train.time_budget": train_budget, "train.steps": 1_000_000}
+    cfg = resolve_config(config, recipe=recipe, overrides=overrides)
+    chosen = f"{recipe} recipe" if recipe else f"{config or 'small'} preset"
     resume = Run(run_dir).exists()
     log(
-        f"[2/3] training {cfg.model.name} ({config} preset{f', {recipe} recipe' if recipe else ''}) for up to {train_budget:.0f} s in {run_dir}"
+        f"[2/3] training {cfg.model.name} ({chosen}) for up to {train_budget:.0f} s in {run_dir}"
         + (" (continuing the earlier demo run)" if resume else "")
     )
     result = train(cfg, run_dir, resume=resume, progress=progress, log=log)

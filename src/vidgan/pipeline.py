@@ -181,13 +181,15 @@ class VideoPipeline:
         hold: "content" (same subject, n different motions) or "motion" (same motion, n subjects), for
         models that separate the two (mocogan).
         temperature, top_k: token sampling of the two-stage model (videogpt); None keeps the run's vq settings.
-        time_scale: continuous-time models (ctvgan): frame i shows time i * time_scale (0.5: slow motion at
+        time_scale: continuous-time models (ctvgan, sprites): frame i shows time i * time_scale (0.5: slow motion at
         twice the frame rate, 2: twice as fast); the same seed keeps the same content and motion path.
         """
         times = None
         if time_scale is not None:
             if not getattr(self.generator, "continuous_time", False):
-                raise ValueError(f"{self.config.model.name} has no continuous time; --time-scale needs --model ctvgan")
+                raise ValueError(
+                    f"{self.config.model.name} has no continuous time; --time-scale needs a continuous-time model (ctvgan, sprites)"
+                )
             if time_scale <= 0:
                 raise ValueError(f"time_scale must be > 0, got {time_scale}")
             times = torch.arange(frames or self.config.model.frames, dtype=torch.float32) * time_scale

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vidgan.config import RunConfig
+from vidgan.config_upgrade import load_run_config
 
 if TYPE_CHECKING:
     import torch
@@ -168,7 +169,7 @@ class Run:
     def config(self) -> RunConfig:
         if not self.exists():
             raise CheckpointError(f"{self.config_path}: missing; a run dir needs the config.json it was trained with")
-        return RunConfig.load(self.config_path)
+        return load_run_config(self.config_path)
 
     def save_config(self, cfg: RunConfig) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -349,7 +350,7 @@ def generator_weights(path: str | Path, step: int | None = None, ema: bool = Tru
     if is_checkpoint(path):
         config, at = Run(path.parent.parent).config(), step_of(path)
     elif (path / "generator.safetensors").is_file() and (path / CONFIG).is_file():
-        config, at = RunConfig.load(path / CONFIG), None
+        config, at = load_run_config(path / CONFIG), None
     else:
         raise CheckpointError(
             f"{path}: not a run, a checkpoint or a saved pipeline (no config.json with weights); pass a `vidgan train --out` folder"

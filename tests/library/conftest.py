@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidgan.config import load_config
 from vidgan.data.clips import ClipDataset
 from vidgan.data.video_write import write_video
+from vidgan.presets import load_config
 
 
 def _postgres_bin() -> Path:

@@ -1,15 +1,16 @@
 import pytest
 import torch
 
-from vidgan.config import ModelConfig, load_config, preset_names
+from vidgan.config import VideoGANConfig, model_config
 from vidgan.models.layers import count_parameters
 from vidgan.models.registry import build_model, model_names
 from vidgan.models.videogan import video_pyramid
+from vidgan.presets import load_config, preset_names
 
 
 @pytest.mark.parametrize("resolution,frames", [(32, 16), (64, 32), (64, 16), (32, 8), (64, 20), (16, 4)])
 def test_output_shape_and_range(resolution, frames):
-    cfg = ModelConfig(resolution=resolution, frames=frames, channels=3, z_dim=8, g_channels=16, d_channels=4, max_channels=16)
+    cfg = VideoGANConfig(resolution=resolution, frames=frames, channels=3, z_dim=8, g_channels=16, d_channels=4, max_channels=16)
     G, D = build_model(cfg)
     video = G(torch.randn(3, 8))
     assert video.shape == (3, 3, frames, resolution, resolution)
@@ -19,7 +20,7 @@ def test_output_shape_and_range(resolution, frames):
 
 def test_paper_size_at_64x64x32():
     # Vondrick et al.'s network: 512-256-128-64 generator, 64-128-256-512 discriminator.
-    G, D = build_model(ModelConfig(resolution=64, frames=32, channels=3))
+    G, D = build_model(VideoGANConfig(resolution=64, frames=32, channels=3))
     assert round(count_parameters(G) / 1e6, 1) == 12.7
     assert round(count_parameters(D) / 1e6, 1) == 11.0
 
@@ -33,7 +34,7 @@ def test_gradients_reach_every_parameter():
 
 
 def test_spectral_norm_bounds_discriminator_layers():
-    cfg = ModelConfig(resolution=32, frames=8, channels=1, d_channels=8, spectral_norm=True)
+    cfg = VideoGANConfig(resolution=32, frames=8, channels=1, d_channels=8, spectral_norm=True)
     _, D = build_model(cfg)
     D.train()
     x = torch.randn(2, 1, 8, 32, 32)
@@ -44,16 +45,16 @@ def test_spectral_norm_bounds_discriminator_layers():
 
 
 def test_time_pyramid():
-    assert video_pyramid(ModelConfig(resolution=64, frames=32)) == (2, [True] * 4)
-    assert video_pyramid(ModelConfig(resolution=64, frames=20)) == (5, [False, False, True, True])
+    assert video_pyramid(VideoGANConfig(resolution=64, frames=32)) == (2, [True] * 4)
+    assert video_pyramid(VideoGANConfig(resolution=64, frames=20)) == (5, [False, False, True, True])
     with pytest.raises(ValueError, match="power of two"):
-        video_pyramid(ModelConfig(resolution=48, frames=16))
+        video_pyramid(VideoGANConfig(resolution=48, frames=16))
 
 
 def test_registry_and_presets():
     assert "videogan" in model_names()
     with pytest.raises(ValueError, match="available: .*videogan"):
-        build_model(ModelConfig(name="nope"))
+        build_model(model_config(name="nope"))
     assert {"tiny", "small", "64px", "128px"} <= set(preset_names())
     for name in preset_names():
         build_model(load_config(name).model.model_copy(update={"resolution": 32, "frames": 8}))

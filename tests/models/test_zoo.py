@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from helpers import tiny_config
-from vidgan.config import load_config
 from vidgan.data.clips import ClipDataset
 from vidgan.metrics.pixel_stats import pixel_statistics_distance
 from vidgan.models.layers import Condition
 from vidgan.models.registry import build_model, model_names
 from vidgan.pipeline import VideoPipeline
+from vidgan.presets import resolve_config
 from vidgan.training.loop import train
 
 MODELS = ["videogan", "videogan-2stream", "tgan", "mocogan"]
@@ -22,8 +22,8 @@ SHAPES = [("tiny", 32, 8), ("tiny", 64, 16), ("small", 32, 8), ("64px", 32, 8)]
 
 
 def config(name, preset="tiny", resolution=32, frames=8, channels=3, **update):
-    return load_config(preset).model.model_copy(
-        update={"name": name, "resolution": resolution, "frames": frames, "channels": channels, **update}
+    return resolve_config(preset, model=name).model.model_copy(
+        update={"resolution": resolution, "frames": frames, "channels": channels, **update}
     )
 
 
@@ -152,12 +152,13 @@ def test_mocogan_image_discriminator_judges_random_frames():
 def test_two_stream_mask_is_exposed_for_a_sparsity_prior():
     torch.manual_seed(0)
     G, _ = build_model(config("videogan-2stream"))
-    video = G(torch.randn(2, G.z_dim))
-    mask = G.last_mask
+    video, extra = G(torch.randn(2, G.z_dim), extras=True)
+    mask = extra["mask"]
     assert mask.shape == (2, 1, 8, 32, 32) and mask.min() >= 0 and mask.max() <= 1
-    (video.mean() + 0.1 * mask.abs().mean()).backward()  # how a trainer would add the L1 prior
+    (video.mean() + 0.1 * mask.abs().mean()).backward()  # how a trainer adds the L1 prior
     assert G.stem[0].weight.grad.abs().sum() > 0
     copy.deepcopy(G)  # the trainer's EMA copy works after a forward pass
+    torch.testing.assert_close(G(torch.zeros(1, G.z_dim)), G(torch.zeros(1, G.z_dim), extras=True)[0])
 
 
 # Steps per model: a few seconds each on 2 CPU cores. GAN distances wobble from step to step; each count sits

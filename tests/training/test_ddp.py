@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import tiny_config
-from vidgan.config import RunConfig
+from vidgan.config_upgrade import load_run_config
 from vidgan.models.registry import build_model
 from vidgan.run import Run, load_weights
 
@@ -45,7 +45,7 @@ def test_two_process_ddp_matches_one_process(mnist_data, tmp_path):
 
     # After 6 Adam steps the two runs' weights agree far more closely than either moved from the
     # initial weights: the averaged gradients are the single-process gradients.
-    saved = RunConfig.load(single / "config.json")
+    saved = load_run_config(single / "config.json")
     torch.manual_seed(saved.train.seed)
     w0 = build_model(saved.model)[0].state_dict()
     wa = load_weights(Run(single).latest(), "generator")

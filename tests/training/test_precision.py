@@ -6,14 +6,15 @@ import pytest
 import torch
 
 from helpers import tiny_config
-from vidgan.config import TrainConfig, load_config
+from vidgan.config import TrainConfig
 from vidgan.data.clips import ClipDataset
 from vidgan.metrics.pixel_stats import pixel_statistics_distance
 from vidgan.models.registry import build_model
 from vidgan.pipeline import VideoPipeline
+from vidgan.presets import load_config
 from vidgan.run import Run, load_weights
 from vidgan.training import speed
-from vidgan.training.gan import StepSettings, gan_step
+from vidgan.training.gan import GANStep, StepSettings
 from vidgan.training.loop import train
 from vidgan.training.speed import SpeedPlan, StepPrecision, resolve_speed
 
@@ -50,7 +51,7 @@ def test_auto_precision_per_device(monkeypatch):
 
 
 def _tiny_models():
-    cfg = load_config("tiny", {"model.resolution": 16, "model.frames": 4, "model.channels": 1})
+    cfg = load_config("tiny").with_data_shape(frames=4, resolution=16, channels=1)
     torch.manual_seed(0)
     G, D = build_model(cfg.model)
     return cfg, G, D
@@ -72,7 +73,7 @@ def test_accumulated_micro_batches_give_the_whole_batch_update():
         G, D = copy.deepcopy(G0).eval(), copy.deepcopy(D0)
         opt_g, opt_d = torch.optim.SGD(G.parameters(), lr=0.1), torch.optim.SGD(D.parameters(), lr=0.1)
         settings = StepSettings.from_config(cfg.loss, 0)
-        losses = gan_step(G, D, G, D, opt_g, opt_d, settings, real, z_d, z_g, accum=accum)
+        losses = GANStep(G, D, opt_g, opt_d, settings, accum=accum)(real, z_d, z_g)
         results.append((losses, [p.grad.clone() for p in [*D.parameters(), *G.parameters()]], [p.detach().clone() for p in G.parameters()]))
     (one, grads_one, g_one), (two, grads_two, g_two) = results
     assert torch.allclose(one[0], two[0], atol=1e-6) and torch.allclose(one[1], two[1], atol=1e-6)
@@ -81,7 +82,7 @@ def test_accumulated_micro_batches_give_the_whole_batch_update():
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
     assert any((a != b).any() for a, b in zip(g_one, [p for p in G0.parameters()]))  # G did move
     with pytest.raises(ValueError, match="micro-batches"):
-        gan_step(G, D, G, D, opt_g, opt_d, settings, real[:6], z_d[:6], z_g[:6], accum=4)
+        GANStep(G, D, opt_g, opt_d, settings, accum=4)(real[:6], z_d[:6], z_g[:6])
 
 
 @pytest.mark.parametrize("penalty", ["r1", "gp"])
@@ -96,10 +97,9 @@ def test_reduced_precision_steps_keep_losses_and_penalties_finite(penalty):
         opt_g, opt_d = speed.make_adam(G.parameters(), 1e-4, (0.5, 0.999), plan), speed.make_adam(D.parameters(), 1e-4, (0.5, 0.999), plan)
         settings = StepSettings.from_config(cfg.loss, 0)
         real = (torch.rand(4, 1, 4, 16, 16) * 2 - 1).contiguous(memory_format=torch.channels_last_3d)
+        gan_step = GANStep(G, D, opt_g, opt_d, settings, precision=prec)
         for step in range(2):
-            loss_d, loss_g, real_logits, _ = gan_step(
-                G, D, G, D, opt_g, opt_d, settings, real, torch.randn(4, G.z_dim), torch.randn(4, G.z_dim), step=step, precision=prec
-            )
+            loss_d, loss_g, real_logits, _ = gan_step(real, torch.randn(4, G.z_dim), torch.randn(4, G.z_dim), step=step)
             assert loss_d.dtype == loss_g.dtype == real_logits.dtype == torch.float32  # losses computed in fp32
             assert torch.isfinite(loss_d) and torch.isfinite(loss_g)
         assert all(p.dtype == torch.float32 for p in G.parameters())  # master weights stay fp32

@@ -103,7 +103,10 @@ class ImageDecoder(nn.Module):
     VideoGAN's generator, so a preset sizes it the same way.
     """
 
-    def __init__(self, in_dim: int, out_channels: int, resolution: int, g_channels: int, max_channels: int, resize_conv: bool = False):
+    def __init__(
+        self, in_dim: int, out_channels: int, resolution: int, g_channels: int, max_channels: int, out_bias: list[float] | None = None
+    ):
+        """out_bias: the output channels' initial bias before the tanh (default 0)."""
         super().__init__()
         n = spatial_doublings(resolution)
         widths = generator_widths(g_channels, max_channels, n)
@@ -111,15 +114,15 @@ class ImageDecoder(nn.Module):
         for i in range(n):
             last = i == n - 1
             out = out_channels if last else widths[i + 1]
-            if resize_conv:  # nearest 2x then a 3x3 conv (Odena et al. 2016): no checkerboard from uneven kernel overlap
-                layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(widths[i], out, 3, padding=1, bias=last)]
-            else:
-                layers.append(nn.ConvTranspose2d(widths[i], out, 4, stride=2, padding=1, bias=last))
+            layers.append(nn.ConvTranspose2d(widths[i], out, 4, stride=2, padding=1, bias=last))
             layers += [nn.Tanh()] if last else [BatchNorm(out), nn.ReLU(inplace=True)]
         self.net = nn.Sequential(*layers)
         for m in self.modules():
-            if isinstance(m, (nn.ConvTranspose2d, nn.Conv2d)):
+            if isinstance(m, nn.ConvTranspose2d):
                 nn.init.normal_(m.weight, 0.0, 0.02)  # DCGAN init
+        if out_bias is not None:
+            with torch.no_grad():
+                layers[-2].bias.copy_(torch.tensor(out_bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x[:, :, None, None])

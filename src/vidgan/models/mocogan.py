@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from vidgan.config import ModelConfig
+from vidgan.config import MoCoGANConfig
 from vidgan.models.layers import (
     Condition,
     ConditionEncoder,
@@ -40,7 +40,7 @@ from vidgan.models.videogan import with_first_frame
 
 
 class Generator(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: MoCoGANConfig):
         super().__init__()
         self.content_dim = cfg.content_dim or cfg.z_dim
         self.noise_dim, self.motion_dim, self.frames = cfg.noise_dim, cfg.motion_dim, cfg.frames
@@ -85,7 +85,7 @@ class Generator(nn.Module):
 class ImageDiscriminator(nn.Module):
     """DCGAN's discriminator on single frames: strided 2D convolutions from the resolution down to 4x4."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: MoCoGANConfig):
         super().__init__()
         sn = cfg.spectral_norm
         layers, ch_in = [], cfg.channels
@@ -113,7 +113,7 @@ class ImageDiscriminator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: MoCoGANConfig):
         super().__init__()
         self.image_frames = cfg.image_frames
         self.video = VideoDiscriminator(cfg)
@@ -127,5 +127,5 @@ class Discriminator(nn.Module):
         return torch.stack([self.video(x, cond), self.image(frames, cond)], dim=1)
 
 
-def build_mocogan(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
+def build_mocogan(cfg: MoCoGANConfig) -> tuple[nn.Module, nn.Module]:
     return Generator(cfg), Discriminator(cfg)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from vidgan.config import ModelConfig
+from vidgan.config import TGANConfig
 from vidgan.models.layers import Condition, ConditionEncoder, ImageDecoder
 from vidgan.models.videogan import Discriminator, with_first_frame
 
@@ -45,7 +45,7 @@ class TemporalGenerator(nn.Module):
 
 
 class Generator(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: TGANConfig):
         super().__init__()
         self.z_dim, self.frames = cfg.z_dim, cfg.frames
         self.cond = ConditionEncoder(cfg.condition, cfg.cond_dim, cfg.num_classes, cfg.text_dim, cfg.channels)
@@ -69,5 +69,5 @@ class Generator(nn.Module):
         return with_first_frame(video, cond) if self.cond.kind == "first-frame" else video
 
 
-def build_tgan(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
+def build_tgan(cfg: TGANConfig) -> tuple[nn.Module, nn.Module]:
     return Generator(cfg), Discriminator(cfg)

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vidgan.config import ModelConfig, VQConfig
+from vidgan.config import TwoStageModelConfig, VQConfig
 from vidgan.models.layers import Condition, ConditionEncoder
 from vidgan.models.vqvae import VQVAE
 
@@ -287,6 +287,6 @@ class TwoStageGenerator(nn.Module):
         return self.vqvae.decode(self.sample_tokens(z, cond, frames))
 
 
-def build_videogpt(cfg: ModelConfig, vq: VQConfig) -> tuple[nn.Module, None]:
+def build_videogpt(cfg: TwoStageModelConfig, vq: VQConfig) -> tuple[nn.Module, None]:
     """Stage 2: the token prior with the VQ-VAE that decodes its tokens (one generator module; no D)."""
     return TwoStageGenerator(cfg, vq), None

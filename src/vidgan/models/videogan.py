@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from vidgan.config import ModelConfig
+from vidgan.config import GANModel
 from vidgan.models.layers import (
     BatchNorm,
     Condition,
@@ -30,7 +30,7 @@ from vidgan.models.layers import (
 )
 
 
-def video_pyramid(cfg: ModelConfig) -> tuple[int, list[bool]]:
+def video_pyramid(cfg: GANModel) -> tuple[int, list[bool]]:
     """First-block frame count and, per 2x spatial block, whether that block also doubles time.
 
     Spatial size goes 4 -> resolution in n doublings. Time doubles as many times as the frame count
@@ -43,7 +43,7 @@ def video_pyramid(cfg: ModelConfig) -> tuple[int, list[bool]]:
     return cfg.frames >> ups, [i >= n - ups for i in range(n)]
 
 
-def video_decoder(cfg: ModelConfig, in_dim: int, out_channels: int) -> tuple[nn.Sequential, nn.Sequential]:
+def video_decoder(cfg: GANModel, in_dim: int, out_channels: int) -> tuple[nn.Sequential, nn.Sequential]:
     """The 3D upsampling stack: (B, in_dim, 1, 1, 1) -> stem -> blocks -> (B, out_channels, T, H, W).
 
     The last block ends in its transposed convolution: the caller picks the output activation.
@@ -77,7 +77,7 @@ def check_frames(frames: int | None, trained: int) -> None:
 
 
 class Generator(nn.Module):
-    def __init__(self, cfg: ModelConfig, extra_channels: int = 0):
+    def __init__(self, cfg: GANModel, extra_channels: int = 0):
         super().__init__()
         self.z_dim, self.frames, self.channels = cfg.z_dim, cfg.frames, cfg.channels
         self.cond = ConditionEncoder(cfg.condition, cfg.cond_dim, cfg.num_classes, cfg.text_dim, cfg.channels)
@@ -112,31 +112,27 @@ class TwoStreamGenerator(Generator):
     convolutions, and the clip is m * f + (1 - m) * b with b repeated over time.
 
     The paper adds a small L1 sparsity prior lambda * |m| to G's loss so the foreground covers only
-    what moves. `last_mask` holds the (B, 1, T, H, W) mask of the latest forward, still attached to
-    the graph, for a trainer to add `lambda * G.last_mask.abs().mean()` to the generator loss; this
-    module does not apply it.
+    what moves: `G(z, extras=True)` returns (video, {"mask": m}), the (B, 1, T, H, W) mask still
+    attached to the graph, for the trainer's loss.mask_l1; this module does not apply it.
     """
 
-    def __init__(self, cfg: ModelConfig):
+    extra_outputs = ("mask",)
+
+    def __init__(self, cfg: GANModel):
         super().__init__(cfg, extra_channels=1)
         self.background = ImageDecoder(self.cond.width_with(cfg.z_dim), cfg.channels, cfg.resolution, cfg.g_channels, cfg.max_channels)
-        self.last_mask: torch.Tensor | None = None
 
-    def forward(self, z: torch.Tensor, cond: Condition | None = None, frames: int | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, cond: Condition | None = None, frames: int | None = None, extras: bool = False):
         out, z = self.decode(z, cond, frames)
         foreground = torch.tanh(out[:, : self.channels])
         mask = torch.sigmoid(out[:, self.channels :])
         background = self.background(z).unsqueeze(2)  # (B, C, 1, H, W): the same image at every frame
-        self.last_mask = mask
-        return self.finish(mask * foreground + (1 - mask) * background, cond)
-
-    def __getstate__(self):
-        # copy.deepcopy (the trainer's EMA copy) cannot copy a tensor that is part of a graph.
-        return {**super().__getstate__(), "last_mask": None}
+        video = self.finish(mask * foreground + (1 - mask) * background, cond)
+        return (video, {"mask": mask}) if extras else video
 
 
 class Discriminator(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: GANModel):
         super().__init__()
         t0, time_ups = video_pyramid(cfg)
         downs = list(reversed(time_ups))  # mirror of the generator
@@ -167,9 +163,9 @@ def with_first_frame(video: torch.Tensor, cond: Condition) -> torch.Tensor:
     return torch.cat([cond.first_frame.unsqueeze(2).to(video.dtype), video[:, :, 1:]], dim=2)
 
 
-def build_videogan(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
+def build_videogan(cfg: GANModel) -> tuple[nn.Module, nn.Module]:
     return Generator(cfg), Discriminator(cfg)
 
 
-def build_videogan_2stream(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
+def build_videogan_2stream(cfg: GANModel) -> tuple[nn.Module, nn.Module]:
     return TwoStreamGenerator(cfg), Discriminator(cfg)

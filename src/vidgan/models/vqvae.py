@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vidgan.config import ModelConfig, VQConfig
+from vidgan.config import TwoStageModelConfig, VQConfig
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -263,7 +263,7 @@ def vqvae_loss(x: torch.Tensor, recon: torch.Tensor, q: Quantized, kind: str = "
     return rec + commitment_weight * q.commitment, rec
 
 
-def build_vqvae(cfg: ModelConfig, vq: VQConfig) -> tuple[nn.Module, nn.Module | None]:
+def build_vqvae(cfg: TwoStageModelConfig, vq: VQConfig) -> tuple[nn.Module, nn.Module | None]:
     """Stage 1 of the two-stage generator: the VQ-VAE and, with vq.adversarial > 0, its patch critic."""
     model = VQVAE.from_config(cfg, vq)
     if vq.adversarial <= 0:

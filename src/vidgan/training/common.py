@@ -95,8 +95,7 @@ def standing_statistics(model: torch.nn.Module, run_pass, passes: int) -> None:
 
     The EMA generator needs this. Its weights are an average over recent steps, while the running
     statistics it would otherwise carry were collected by the training generator's weights; sampled
-    in eval mode with those, its clips came out measurably worse (on Moving MNIST after 600 s:
-    fd_effnet 74.0 against 64.6 with statistics matching its weights). Every other buffer (ctvgan's
+    in eval mode with those, its clips came out measurably worse (docs/experiments/). Every other buffer (ctvgan's
     w_avg) is left as it was, and each process computes its own statistics (no cross-process sums),
     so this can run on one rank only.
     """

@@ -1,7 +1,7 @@
-"""GAN training: the D-then-G update (`gan_step`) and the task that runs it in the training loop.
+"""GAN training: the D-then-G update (`GANStep`) and the task that runs it in the training loop.
 
-Every GAN in the model registry (videogan, videogan-2stream, tgan, mocogan, ctvgan) trains here.
-Models trained on a few frames per clip (ctvgan: `model.sparse_frames` = K) get K frame times per
+Every GAN in the model registry (videogan, videogan-2stream, tgan, mocogan, ctvgan, sprites) trains here.
+Models trained on a few frames per clip (ctvgan, sprites: `model.sparse_frames` = K) get K frame times per
 clip drawn per step; the real clips are cut to those frames, G renders the same times and D is told
 them. How each step runs fast (precision, kernels, compile) is vidgan.training.speed's job.
 """
@@ -75,7 +75,7 @@ class StepSettings:
 
 
 def _module(m):
-    """The nn.Module behind a compiled wrapper (requires_grad_, last_mask and no_sync live there)."""
+    """The nn.Module behind a compiled wrapper (requires_grad_ and no_sync live there)."""
     return getattr(m, "eager", m)
 
 
@@ -85,108 +85,118 @@ def _sync_unless(module, skip: bool):
     return no_sync() if skip and no_sync is not None else contextlib.nullcontext()
 
 
-def _d_loss(G, D, D_train, settings: StepSettings, prec: StepPrecision, real, z, cond, do_penalty: bool, times=None):
-    """Discriminator loss on one (micro-)batch: real and fake in one forward pass (D has no batch statistics)."""
-    at = {} if times is None else {"times": times}
-    with torch.no_grad(), prec.forward():
-        fake = G(z, cond, **at)
-    r1 = do_penalty and settings.penalty == "r1"
-    # fp32: R1 differentiates the loss's own forward pass. Reduced precision: R1 gets a separate fp32 pass
-    # of D over the real clips (StyleGAN2's separate regularisation pass): the gradient of a gradient
-    # is where bf16/fp16 rounding hurts, and the loss pass then needs no graph back to the inputs.
-    shared_r1 = r1 and not prec.reduced
-    real = real.detach().requires_grad_(r1)
-    real_aug = settings.aug(real)
-    both = None if cond is None else cond._map(lambda v: torch.cat([v, v]))
-    both_at = {} if times is None else {"times": torch.cat([times, times])}
-    with prec.forward():
-        logits = D_train(torch.cat([real_aug if shared_r1 else real_aug.detach(), settings.aug(fake)]), both, **both_at)
-    logits = logits.float()  # losses and penalties in fp32
-    real_logits, fake_logits = logits[: len(real)], logits[len(real) :]
-    loss_d = settings.d_loss(real_logits, fake_logits, smoothing=settings.smoothing)
-    total_d = loss_d
-    if do_penalty:
-        weight = settings.penalty_weight * settings.penalty_every
-        if r1:
-            r1_logits = real_logits if shared_r1 else D(real_aug, cond, **at).float()
-            total_d = total_d + 0.5 * weight * r1_penalty(r1_logits, real)
-        else:  # runs D in fp32 itself (autocast off)
-            total_d = total_d + weight * gradient_penalty(lambda x: D(x, cond, **at), real, fake, generator=settings.aug_rng)
-    return loss_d, real_logits, fake_logits, total_d
+@dataclass
+class GANStep:
+    """One discriminator update then one generator update (StyleGAN2-ADA's Loss phases), called per batch.
 
-
-def gan_step(
-    G,
-    D,
-    G_train,
-    D_train,
-    opt_g,
-    opt_d,
-    settings: StepSettings,
-    real,
-    z_d,
-    z_g,
-    cond: Condition | None = None,
-    step: int = 0,
-    precision: StepPrecision | None = None,
-    accum: int = 1,
-    times: torch.Tensor | None = None,
-):
-    """One discriminator update then one generator update; returns the losses and D's logits.
-
-    G_train / D_train are the DDP-wrapped modules (or G / D themselves on one process). Fake clips
-    are generated for the real batch's conditions (labels, first frames, captions).
-    precision: autocast (and fp16 loss scaling) for the forward passes; losses, penalties and the
-    optimizer run in fp32. accum: the batch is processed as `accum` micro-batches whose gradients add
-    up to the whole batch's (exactly so for layers without batch statistics: VideoGAN's D; G's
-    BatchNorm then normalises each micro-batch by its own statistics).
-    times: (B, K) frame times for models trained on K frames per clip (ctvgan): `real` holds those
-    frames, G renders the same times and D is told them.
+    G / D are the networks used unwrapped (D's forward for penalties and G's update; G for D's fakes);
+    G_train / D_train are what gradients flow through: the DDP-wrapped modules, or G / D themselves
+    on one process. Fake clips are generated for the real batch's conditions (labels, first frames,
+    captions). precision: autocast (and fp16 loss scaling) for the forward passes; losses, penalties
+    and the optimizer run in fp32. accum: each batch is processed as `accum` micro-batches whose
+    gradients add up to the whole batch's (exactly so for layers without batch statistics:
+    VideoGAN's D; G's BatchNorm then normalises each micro-batch by its own statistics).
     """
-    prec = precision or StepPrecision()
-    if len(real) % accum:
-        raise ValueError(f"a batch of {len(real)} clips does not split into {accum} equal micro-batches")
-    size = len(real) // accum
-    parts = [slice(i * size, (i + 1) * size) for i in range(accum)]
-    do_penalty = settings.penalty != "none" and step % settings.penalty_every == 0
 
-    opt_d.zero_grad(set_to_none=True)
-    d_losses, real_out, fake_out = [], [], []
-    for i, part in enumerate(parts):
-        c = None if cond is None else cond[part]
-        with _sync_unless(D_train, i < accum - 1):
-            t = None if times is None else times[part]
-            loss_d, real_logits, fake_logits, total_d = _d_loss(G, D, D_train, settings, prec, real[part], z_d[part], c, do_penalty, t)
-            prec.backward(total_d / accum, prec.scaler_d)
-        d_losses.append(loss_d.detach())
-        real_out.append(real_logits.detach())
-        fake_out.append(fake_logits.detach())
-    prec.step(opt_d, prec.scaler_d)
+    G: torch.nn.Module
+    D: torch.nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    settings: StepSettings
+    G_train: torch.nn.Module | None = None
+    D_train: torch.nn.Module | None = None
+    precision: StepPrecision | None = None
+    accum: int = 1
 
-    # Generator step: D's weights are frozen and used unwrapped (no DDP sync for D here).
-    _module(D).requires_grad_(False)
-    opt_g.zero_grad(set_to_none=True)
-    g_losses = []
-    for i, part in enumerate(parts):
-        c = None if cond is None else cond[part]
-        with _sync_unless(G_train, i < accum - 1):
-            at = {} if times is None else {"times": times[part]}
-            with prec.forward():
-                fake = G_train(z_g[part], c, **at)
-                logits = D(settings.aug(fake), c, **at)
-            loss_g = settings.g_loss(logits.float())
-            total_g = loss_g
-            mask = getattr(_module(G), "last_mask", None)
-            if settings.mask_l1 and mask is not None:  # keep the two-stream foreground / the layers small
-                total_g = total_g + settings.mask_l1 * mask.float().abs().mean()
-            if settings.mode_seeking:  # the model's drawing and the noise it came from, else the clips
-                drawn = getattr(_module(G), "last_drawing", None) or (fake, z_g[part])
-                total_g = total_g + settings.mode_seeking * mode_seeking(*drawn)
-            prec.backward(total_g / accum, prec.scaler_g)
-        g_losses.append(loss_g.detach())
-    prec.step(opt_g, prec.scaler_g)
-    _module(D).requires_grad_(True)
-    return torch.stack(d_losses).mean(), torch.stack(g_losses).mean(), torch.cat(real_out), torch.cat(fake_out)
+    def __post_init__(self):
+        self.G_train = self.G if self.G_train is None else self.G_train
+        self.D_train = self.D if self.D_train is None else self.D_train
+        self.precision = self.precision or StepPrecision()
+        # the generator outputs its losses need (a mask, the drawing), asked for only when used
+        settings, outputs = self.settings, getattr(_module(self.G), "extra_outputs", ())
+        self.extras = bool(settings.mask_l1 and "mask" in outputs or settings.mode_seeking and "drawing" in outputs)
+
+    def _d_loss(self, real, z, cond, do_penalty: bool, times=None):
+        """Discriminator loss on one (micro-)batch: real and fake in one forward pass (D has no batch statistics)."""
+        G, D, settings, prec = self.G, self.D, self.settings, self.precision
+        at = {} if times is None else {"times": times}
+        with torch.no_grad(), prec.forward():
+            fake = G(z, cond, **at)
+        r1 = do_penalty and settings.penalty == "r1"
+        # fp32: R1 differentiates the loss's own forward pass. Reduced precision: R1 gets a separate fp32 pass
+        # of D over the real clips (StyleGAN2's separate regularisation pass): the gradient of a gradient
+        # is where bf16/fp16 rounding hurts, and the loss pass then needs no graph back to the inputs.
+        shared_r1 = r1 and not prec.reduced
+        real = real.detach().requires_grad_(r1)
+        real_aug = settings.aug(real)
+        both = None if cond is None else cond._map(lambda v: torch.cat([v, v]))
+        both_at = {} if times is None else {"times": torch.cat([times, times])}
+        with prec.forward():
+            logits = self.D_train(torch.cat([real_aug if shared_r1 else real_aug.detach(), settings.aug(fake)]), both, **both_at)
+        logits = logits.float()  # losses and penalties in fp32
+        real_logits, fake_logits = logits[: len(real)], logits[len(real) :]
+        loss_d = settings.d_loss(real_logits, fake_logits, smoothing=settings.smoothing)
+        total_d = loss_d
+        if do_penalty:
+            weight = settings.penalty_weight * settings.penalty_every
+            if r1:
+                r1_logits = real_logits if shared_r1 else D(real_aug, cond, **at).float()
+                total_d = total_d + 0.5 * weight * r1_penalty(r1_logits, real)
+            else:  # runs D in fp32 itself (autocast off)
+                total_d = total_d + weight * gradient_penalty(lambda x: D(x, cond, **at), real, fake, generator=settings.aug_rng)
+        return loss_d, real_logits, fake_logits, total_d
+
+    def _g_loss(self, z, cond, times=None):
+        settings = self.settings
+        at = {} if times is None else {"times": times}
+        with self.precision.forward():
+            fake, extra = self.G_train(z, cond, **at, extras=True) if self.extras else (self.G_train(z, cond, **at), {})
+            logits = self.D(settings.aug(fake), cond, **at)
+        loss_g = settings.g_loss(logits.float())
+        total_g = loss_g
+        if settings.mask_l1 and "mask" in extra:  # keep the two-stream foreground / the sprites small
+            total_g = total_g + settings.mask_l1 * extra["mask"].float().abs().mean()
+        if settings.mode_seeking:  # what the generator drew and the noise it came from, else the clips
+            total_g = total_g + settings.mode_seeking * mode_seeking(*extra.get("drawing", (fake, z)))
+        return loss_g, total_g
+
+    def __call__(self, real, z_d, z_g, cond: Condition | None = None, step: int = 0, times: torch.Tensor | None = None):
+        """real (B, C, T, H, W) clips, or with `times` (B, K) the K frames of each clip at those times
+        (models trained on a few frames per clip: G renders the same times and D is told them); noise
+        z_d for D's fakes and z_g for G's; returns the mean losses and D's logits on real and fake."""
+        prec, accum, settings = self.precision, self.accum, self.settings
+        if len(real) % accum:
+            raise ValueError(f"a batch of {len(real)} clips does not split into {accum} equal micro-batches")
+        size = len(real) // accum
+        parts = [slice(i * size, (i + 1) * size) for i in range(accum)]
+        do_penalty = settings.penalty != "none" and step % settings.penalty_every == 0
+        pick = lambda x, part: None if x is None else x[part]  # noqa: E731
+
+        self.opt_d.zero_grad(set_to_none=True)
+        d_losses, real_out, fake_out = [], [], []
+        for i, part in enumerate(parts):
+            with _sync_unless(self.D_train, i < accum - 1):
+                loss_d, real_logits, fake_logits, total_d = self._d_loss(
+                    real[part], z_d[part], pick(cond, part), do_penalty, pick(times, part)
+                )
+                prec.backward(total_d / accum, prec.scaler_d)
+            d_losses.append(loss_d.detach())
+            real_out.append(real_logits.detach())
+            fake_out.append(fake_logits.detach())
+        prec.step(self.opt_d, prec.scaler_d)
+
+        # Generator step: D's weights are frozen and used unwrapped (no DDP sync for D here).
+        _module(self.D).requires_grad_(False)
+        self.opt_g.zero_grad(set_to_none=True)
+        g_losses = []
+        for i, part in enumerate(parts):
+            with _sync_unless(self.G_train, i < accum - 1):
+                loss_g, total_g = self._g_loss(z_g[part], pick(cond, part), pick(times, part))
+                prec.backward(total_g / accum, prec.scaler_g)
+            g_losses.append(loss_g.detach())
+        prec.step(self.opt_g, prec.scaler_g)
+        _module(self.D).requires_grad_(True)
+        return torch.stack(d_losses).mean(), torch.stack(g_losses).mean(), torch.cat(real_out), torch.cat(fake_out)
 
 
 def sparse_times(batch: int, frames: int, k: int, seed: int, step: int) -> torch.Tensor:
@@ -203,7 +213,7 @@ def take_frames(clips: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
 
 
 class GANTask(Task):
-    """Generator + discriminator + EMA generator, trained with `gan_step`; DDP across torchrun ranks."""
+    """Generator + discriminator + EMA generator, trained with `GANStep`; DDP across torchrun ranks."""
 
     distributed = True
     progress_keys = {"d": "loss_d", "g": "loss_g"}
@@ -220,11 +230,10 @@ class GANTask(Task):
         self.lo, self.hi = info.rank * self.local_batch, (info.rank + 1) * self.local_batch
         self.plan = resolve_speed(tc, info.device, width=cfg.model.max_channels)
         G, D = build_model(cfg.model)
-        if cfg.loss.mask_l1 and not hasattr(G, "last_mask"):
-            model = cfg.model.name + (f" with synthesis {cfg.model.synthesis}" if cfg.model.name == "ctvgan" else "")
+        if cfg.loss.mask_l1 and "mask" not in getattr(G, "extra_outputs", ()):
             raise ValueError(
-                f"loss.mask_l1 is set but {model} draws no mask; it applies to videogan-2stream and to ctvgan with "
-                "model.synthesis=layers: remove it or change the model"
+                f"loss.mask_l1 is set but {cfg.model.name} draws no mask; it applies to videogan-2stream and sprites: "
+                "remove it or change the model"
             )
         G.to(info.device)
         D.to(info.device)
@@ -276,9 +285,12 @@ class GANTask(Task):
         D_train = DDP(D, device_ids=ddp_devices) if info.world > 1 else D
         # torch.compile (opt-in): every way the step calls G and D; a failure turns the run back to eager.
         compiler = Compiler(self.plan.compile, self.ctx.log if info.is_main else (lambda s: None))
-        self.G_run, self.D_run = compiler(G), compiler(D)
-        self.G_train = self.G_run if G_train is G else compiler(G_train)
-        self.D_train = self.D_run if D_train is D else compiler(D_train)
+        G_run, D_run = compiler(G), compiler(D)
+        self.gan_step = GANStep(
+            G_run, D_run, self.opt_g, self.opt_d, self.settings,
+            G_train=G_run if G_train is G else compiler(G_train), D_train=D_run if D_train is D else compiler(D_train),
+            precision=self.prec, accum=tc.grad_accum,
+        )  # fmt: skip
         order = BatchOrder(len(self.ctx.data), tc.batch_size, tc.seed)
         workers = default_loader_workers(info.device, tc.loader_workers)
         loader = ClipLoader(
@@ -314,10 +326,7 @@ class GANTask(Task):
         # Augmentation draws: a fresh stream per (seed, step, rank), so ranks augment differently and a
         # resumed run (on any number of processes) needs no saved augmentation state.
         self.settings.aug_rng.manual_seed(stream_seed(tc.seed, step, info.rank))
-        loss_d, loss_g, real_logits, fake_logits = gan_step(
-            self.G_run, self.D_run, self.G_train, self.D_train, self.opt_g, self.opt_d, self.settings, real, z_d, z_g, cond, step,
-            precision=self.prec, accum=tc.grad_accum, times=times,
-        )  # fmt: skip
+        loss_d, loss_g, real_logits, fake_logits = self.gan_step(real, z_d, z_g, cond, step, times=times)
         ema_update(self.G_ema, self.G, ema_beta(tc.ema_beta, step))
         self.updates += 1
         return {

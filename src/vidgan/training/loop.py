@@ -1,4 +1,5 @@
-"""The training loop: one for every model. What varies is a Task (vidgan.training.tasks).
+"""The training loop: one for every model. What varies is a Task (vidgan.training.common.Task; the
+tasks are vidgan.training.gan.GANTask and vidgan.training.two_stage's VQVAETask and PriorTask).
 
 The loop owns the bookkeeping once: the run folder (through vidgan.run.Run), resume, Ctrl-C, the
 progress bar, the time budget, log.jsonl and TensorBoard, the non-finite-loss stop, sample grids,
@@ -70,11 +71,7 @@ class TrainResult:
 
 def fill_from_data(cfg: RunConfig, data: ClipDataset) -> RunConfig:
     """The config with the clip shape and classes of the prepared dataset filled in."""
-    cfg = cfg.model_copy(deep=True)
-    cfg.model.frames, cfg.model.resolution = data.frames, data.size
-    cfg.model.channels, cfg.model.num_classes, cfg.model.classes = data.channels, data.num_classes, list(data.classes)
-    cfg.model.fps = float(data.fps or 8.0)
-    return cfg
+    return cfg.with_data_shape(data.frames, data.size, data.channels, list(data.classes), data.fps or 8.0)
 
 
 class Interrupt:

@@ -44,7 +44,7 @@ def cpu_has_amx() -> bool:
         return False
 
 
-# Below this width (the model's widest layer, ModelConfig.max_channels) convolutions are too small for
+# Below this width (the model's widest layer, GANModel.max_channels) convolutions are too small for
 # bf16 matrix units to pay for the casts: the tiny preset (32) trains no faster in bf16 on an AMX
 # CPU, the small preset (128) about 1.5x and the 64px VideoGAN (512) 2-2.5x (benchmarks/train_throughput.py).
 AUTO_MIN_WIDTH = 64

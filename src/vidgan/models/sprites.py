@@ -1,12 +1,26 @@
-"""Layers that move (ctvgan's synthesis "layers"): what a clip shows is drawn once and motion only moves it."""
+"""Sprites: objects moving over a plain, static background, each drawn once per clip and only moved.
+
+A model for footage like Moving MNIST, bouncing balls or sprites over a still backdrop, and for
+nothing else: it builds in that a clip is `layers` objects (each `layer_size` of the frame wide, drawn
+from its own content code by one shared DCGAN image network), that each moves in a straight line
+bouncing off learned walls (plus a small learned offset from the motion features), and that the
+background is a smooth, static backdrop (its 4x4 average, enlarged). Objects keep their shape as
+they move because they are never redrawn. Placed at whole pixels (`snap`), every frame shows them
+exactly as drawn. For footage with a moving camera, textures or anything that changes shape, use
+ctvgan, whose content codes, motion encoder and discriminator this model shares.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vidgan.models.layers import EqualLinear
+from vidgan.config import SpritesConfig
+from vidgan.models import ctvgan
+from vidgan.models.layers import EqualLinear, ImageDecoder
 
 
 def fold(x: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
@@ -25,9 +39,8 @@ def snap_to_pixels(pos: torch.Tensor, size: float, width: int, height: int) -> t
     With align_corners=False a layer of side size (in frame widths) drawn at size * width pixels lines
     up with the frame's pixels when its centre is (size - 1) plus a whole number of pixels (2 / width).
 
-    Why: resampling at a fraction of a pixel is a blur the clip features see. Moving MNIST's training
-    clips shifted by half a pixel score fd_effnet256 26.2 against held-out digits, 8.2 as they are
-    (precision 0.30 against 0.85): about what 600 s sprites runs scored before they were snapped.
+    Why: resampling at a fraction of a pixel is a blur, which clip features see as clearly as a wrong
+    shape (docs/experiments/).
     """
     pixel = pos.new_tensor([2.0 / width, 2.0 / height])
     snapped = (size - 1) + torch.round((pos - (size - 1)) / pixel) * pixel
@@ -35,10 +48,11 @@ def snap_to_pixels(pos: torch.Tensor, size: float, width: int, height: int) -> t
 
 
 class LayeredMotion(nn.Module):
-    """Motion that moves what was drawn instead of redrawing it (ctvgan's synthesis "layers").
+    """Motion that moves what was drawn instead of redrawing it.
 
     The image network draws, once per clip, a backdrop (kept smooth) and `layers` layers with an alpha
-    channel, frame-sized or, with `size` < 1, sprites that fraction of the frame wide. Each layer moves in a straight line from a random start at a random
+    channel, frame-sized or, with `size` < 1, sprites that fraction of the frame wide. Each layer
+    moves in a straight line from a random start at a random
     drift per frame (both from the clip's first motion code), bouncing off walls at a learned distance from
     the centre (`fold`), plus a bounded learned offset from the motion features at time t (zero at the
     start). Frames are the layers translated to their positions at t and composited over the backdrop,
@@ -53,10 +67,8 @@ class LayeredMotion(nn.Module):
         self.alpha_channels = [channels + i * (channels + 1) + channels for i in range(layers)]
         self.start = EqualLinear(motion_dim, 2 * layers)
         # Displacement per frame, starting at about a twentieth of the frame (std 0.1 in [-1, 1] units
-        # per axis) and learned at the full rate. It was "velocity", started at 10x that (half a frame per
-        # frame) and learned 10x slower (lr_mul 0.1), and stayed there: 600 s sprites runs drew layers
-        # jumping 5 px a frame where Moving MNIST's digits move 1.8 (held-out fd 35.7 and 52.6,
-        # precision 0.16 and 0.03); this way 33.6 and 26.6, precision 0.41 and 0.45 (README).
+        # per axis) and learned at the full rate: started faster and learned slower, layers kept jumping
+        # several times as far a frame as the data's objects move.
         self.drift = EqualLinear(motion_dim, 2 * layers)
         with torch.no_grad():
             self.drift.weight.mul_(0.1)
@@ -70,7 +82,7 @@ class LayeredMotion(nn.Module):
         line = self.start(code)[:, None] + self.drift(code)[:, None] * times[..., None]
         # The offset is kept within an eighth of the frame and the walls inside it: unbounded, a layer
         # learned to jump out of view and another to jump in, so the frames of a clip showed
-        # different things one after another (a 600 s screen: held-out fd 138.6 against 48.8)
+        # different things one after another
         wiggle = 0.25 * torch.tanh(self.offset(features))
         return fold(line + wiggle, self.bound.clamp(-1.0, 1.0)).unflatten(-1, (self.n, 2))
 
@@ -120,3 +132,45 @@ class LayeredMotion(nn.Module):
         for i in reversed(range(self.n)):  # the first layer in front
             out = moved[:, :, i, :c] + out * (1 - moved[:, :, i, c:])
         return out
+
+
+class Generator(ctvgan.Generator):
+    """ctvgan's codes and motion; each clip's objects and backdrop drawn once and moved by LayeredMotion.
+    Extra outputs: "mask" (the objects' alpha, for loss.mask_l1) and "drawing" (the objects as drawn
+    with the noise they came from, for loss.mode_seeking)."""
+
+    extra_outputs = ("mask", "drawing")
+
+    def __init__(self, cfg: SpritesConfig):
+        nn.Module.__init__(self)
+        side = cfg.resolution * cfg.layer_size  # the objects are drawn at their own size
+        if side < 4 or side != 2 ** round(math.log2(side)):
+            raise ValueError(
+                f"model.layer_size {cfg.layer_size} makes {side:g}-pixel objects in {cfg.resolution}-pixel frames; "
+                "choose a size that gives a power of two >= 4 (e.g. 1.0, 0.5)"
+            )
+        self._build_codes(cfg, codes_per_clip=cfg.layers)
+        self.layers = LayeredMotion(cfg.layers, cfg.channels, cfg.motion_dim, self.motion.out_dim, cfg.layer_size, cfg.snap)
+        # one object per code: a backdrop, the object and its alpha, which starts nearly transparent
+        # (alpha 0.12), so no frame-sized rectangles move about at the start
+        drawn = 2 * cfg.channels + 1
+        self.decoder = ImageDecoder(self.w_dim, drawn, int(side), cfg.g_channels, cfg.max_channels, out_bias=[0.0] * (drawn - 1) + [-1.0])
+        self.register_buffer("w_avg", torch.zeros(self.w_dim))
+
+    def canvas(self, w: torch.Tensor) -> torch.Tensor:
+        """Styles (B * layers, w_dim) -> (B, backdrop + layers, h, w): each object drawn by itself; the
+        backdrop is the mean of the backdrops drawn with them."""
+        canvas = self.decoder(w).unflatten(0, (-1, self.codes_per_clip))  # (B, n, 2C + 1, h, w)
+        c = self.channels
+        return torch.cat([canvas[:, :, :c].mean(dim=1), canvas[:, :, c:].flatten(1, 2)], dim=1)
+
+    def draw(self, w: torch.Tensor, content: torch.Tensor, codes: torch.Tensor, motion: torch.Tensor, times: torch.Tensor):
+        B, n = len(codes), self.codes_per_clip
+        canvas = self.canvas(w)
+        drawing = self.layers.drawing(canvas).unflatten(1, (n, -1)).flatten(0, 1)  # one object per row
+        extra = {"mask": self.layers.alpha(canvas), "drawing": (drawing, content.reshape(B * n, -1))}
+        return self.layers(canvas, codes[:, 0], motion, times).transpose(1, 2), extra
+
+
+def build_sprites(cfg: SpritesConfig) -> tuple[nn.Module, nn.Module]:
+    return Generator(cfg), ctvgan.Discriminator(cfg)
