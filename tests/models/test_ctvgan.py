@@ -146,6 +146,7 @@ def test_training_renders_only_the_frames_d_sees(mnist_data, tmp_path, monkeypat
     assert rendered.count(batch * 3) == 4 and all(n in (batch * 3, 2 * 8, 16 * 8) for n in rendered)
 
 
+@pytest.mark.slow  # an end-to-end learning test: 60 steps and a resumed run, per model
 @pytest.mark.parametrize("name", MODELS)
 def test_tiny_model_moves_toward_the_data_and_resumes_exactly(mnist_data, tmp_path, name):
     from helpers import tiny_config
@@ -177,6 +178,7 @@ def test_tiny_model_moves_toward_the_data_and_resumes_exactly(mnist_data, tmp_pa
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-5, msg=key)
 
 
+@pytest.mark.slow  # an end-to-end learning test: 40 steps
 def test_the_saved_ema_generator_samples_with_batchnorm_statistics_of_its_own_weights(mnist_data, tmp_path):
     """Standing statistics: in eval mode the saved EMA generator gives what its weights give with a
     large batch's statistics; the running statistics of the training generator (which an EMA of the

@@ -152,45 +152,39 @@ def test_the_generator_keeps_nothing_of_a_forward_pass_on_itself():
 SP = {"model.name": "sprites", "model.motion_dim": 8, "model.w_dim": 32, "model.z_dim": 16, "model.sparse_frames": 3}
 
 
-def test_the_mode_seeking_term_keeps_different_noise_drawing_different_layers(mnist_data, tmp_path):
-    """loss.mode_seeking acts on what the sprites generator draws (not on where it moves it): after the
-    same tiny run, the drawings of different noises differ more with the term than without."""
+def _extras_after_training(data, run, n: int, **overrides) -> dict:
+    """A tiny sprites run of 30 steps with `overrides`; its raw generator's extra outputs for n fixed noises."""
     from helpers import tiny_config
     from vidgan.pipeline import VideoPipeline
     from vidgan.training.loop import train
 
+    train(tiny_config(data, **SP, **{"train.steps": 30}, **overrides), run, progress=False, log=lambda s: None)
+    G = VideoPipeline.from_pretrained(run, ema=False).generator
+    with torch.no_grad():
+        return G(torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(0)), extras=True)[1]
+
+
+@pytest.mark.slow  # an end-to-end learning test: two runs of 30 steps
+def test_the_mode_seeking_term_keeps_different_noise_drawing_different_layers(mnist_data, tmp_path):
+    """loss.mode_seeking acts on what the sprites generator draws (not on where it moves it): after the
+    same tiny run, the drawings of different noises differ more with the term than without."""
     spread = {}
     for weight in (0.0, 1.0):
-        run = tmp_path / f"ms{weight}"
-        overrides = {**SP, "loss.mode_seeking": weight, "train.steps": 30}
-        train(tiny_config(mnist_data, **overrides), run, progress=False, log=lambda s: None)
-        G = VideoPipeline.from_pretrained(run, ema=False).generator
-        with torch.no_grad():
-            drawn = G(torch.randn(16, G.z_dim, generator=torch.Generator().manual_seed(0)), extras=True)[1]["drawing"][0].flatten(1)
+        drawn = _extras_after_training(mnist_data, tmp_path / f"ms{weight}", 16, **{"loss.mode_seeking": weight})["drawing"][0].flatten(1)
         spread[weight] = torch.cdist(drawn, drawn, p=1).mean().item() / drawn.shape[1]
     assert spread[1.0] > 1.5 * spread[0.0], spread
 
 
+@pytest.mark.slow  # an end-to-end learning test: two runs of 30 steps
 def test_mask_l1_makes_the_layers_transparent_where_nothing_is_drawn(mnist_data, tmp_path):
     """loss.mask_l1 on the sprites model: after the same tiny run, the layers' alpha covers less with
     the prior than without; on a model that draws no mask the setting is refused, not ignored."""
     from helpers import tiny_config
-    from vidgan.pipeline import VideoPipeline
     from vidgan.training.loop import train
 
-    cover = {}
-    for weight in (0.0, 5.0):
-        run = tmp_path / f"m{weight}"
-        overrides = {**SP, "loss.mask_l1": weight, "train.steps": 30}
-        train(tiny_config(mnist_data, **overrides), run, progress=False, log=lambda s: None)
-        G = VideoPipeline.from_pretrained(run, ema=False).generator
-        with torch.no_grad():
-            cover[weight] = G(torch.randn(8, G.z_dim, generator=torch.Generator().manual_seed(0)), extras=True)[1]["mask"].mean().item()
+    cover = {weight: _extras_after_training(mnist_data, tmp_path / f"m{weight}", 8, **{"loss.mask_l1": weight})["mask"].mean().item()
+             for weight in (0.0, 5.0)}  # fmt: skip
     assert cover[5.0] < 0.7 * cover[0.0], cover
     with pytest.raises(ValueError, match="mask_l1 is set but ctvgan draws no mask"):
-        train(
-            tiny_config(mnist_data, **(SP | {"model.name": "ctvgan", "loss.mask_l1": 0.1})),
-            tmp_path / "ct",
-            progress=False,
-            log=lambda s: None,
-        )
+        cfg = tiny_config(mnist_data, **(SP | {"model.name": "ctvgan", "loss.mask_l1": 0.1}))
+        train(cfg, tmp_path / "ct", progress=False, log=lambda s: None)
