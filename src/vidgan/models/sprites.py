@@ -113,8 +113,8 @@ class LayeredMotion(nn.Module):
         K, c = times.shape[1], self.c
         layers = canvas[:, c:].unflatten(1, (self.n, c + 1))
         # The background is only a smooth backdrop (its 4x4 average, enlarged): given a full drawing of
-        # its own, the generator drew everything there and left the layers, and so the clips, still
-        # (two of four 600 s screens). Anything sharp is on a layer, and so can move.
+        # its own, the generator drew everything there and left the layers, and so the clips, still.
+        # Anything sharp is on a layer, and so can move.
         background = F.interpolate(F.adaptive_avg_pool2d(canvas[:, :c], 4), size=(H, W), mode="bilinear", align_corners=False)
         pos = self.positions(code, features, times.to(canvas.dtype))  # (B, K, n, 2) as (x, y)
         if self.snap:

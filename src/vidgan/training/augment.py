@@ -77,9 +77,8 @@ AUGMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Generator | None], torch.
 
 # loss.augment "auto": DiffAugment's policy for datasets of fewer than SMALL_DATASET_CLIPS clips, none for larger
 # ones (augmentation helps a discriminator that would otherwise learn a small training set by heart; StyleGAN2-ADA
-# and DiffAugment both show it costing quality on large ones). Measured on sample-clips (124 clips, 64 px, 600 s,
-# README "Which model?"): fd_effnet256 341.7 and 332.1 without it, 285.3 and 310.5 with it (screens, seeds 0 and
-# 1); one benchmarks/quality.py run with it gave 348.0, so the gain is within the spread of single runs.
+# and DiffAugment both show it costing quality on large ones); the screens behind it, and how small their gain
+# was against the spread of single runs: docs/experiments/2026-12-03-natural-video-augment.md.
 AUTO_POLICY = "color,translation,cutout"
 SMALL_DATASET_CLIPS = 1000
 
