@@ -243,6 +243,7 @@ def test_a_read_only_library_is_served_but_not_edited(gallery_lib):
         assert response.status_code == 403 and "read-only" in response.json()["detail"]
 
 
+@pytest.mark.slow  # starts `vidgan serve`
 def test_serve_command_runs_the_gallery_on_localhost(gallery_lib):
     """`vidgan serve LIB --port P` (the typer function the main CLI registers), as a real process."""
     import socket
