@@ -244,7 +244,7 @@ class Compiler:
 class Compiled:
     """A compiled module that runs its eager self once compiling has failed anywhere in the run.
 
-    Attribute access (requires_grad_, no_sync, last_mask, z_dim, ...) goes to the eager module."""
+    Attribute access (requires_grad_, no_sync, extra_outputs, z_dim, ...) goes to the eager module."""
 
     def __init__(self, eager: nn.Module, compiled, compiler: Compiler):
         self.eager, self.compiled, self.compiler = eager, compiled, compiler
